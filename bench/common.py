@@ -1,0 +1,93 @@
+"""Shared benchmark plumbing: timing, device naming, result stamping, tables."""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1, sync: Callable[[], None] = lambda: None
+                   ) -> float:
+    """Median wall time of `fn` over `repeats` runs after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def cuda_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    """Median time of `fn` on the current CUDA stream, measured with events."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def device_name(device: str) -> str:
+    """A folder name for results: the GPU name, or the CPU model and core count."""
+    if device == "cuda":
+        return torch.cuda.get_device_name().lower().replace(" ", "-")
+    model = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = torch.get_num_threads()
+    return f"cpu-{model.lower().replace(' ', '-')}-{cores}t"
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def stamp(device: str) -> dict:
+    from uptal.info import collect
+    return {"device": device_name(device), "git_sha": git_sha(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "environment": collect()}
+
+
+def write_result(name: str, device: str, payload: dict) -> Path:
+    folder = RESULTS / device_name(device)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps({**stamp(device), **payload}, indent=2) + "\n")
+    return path
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """Plain-text table; columns are (key, header, format)."""
+    header = [h for _, h, _ in columns]
+    body = [[("-" if row.get(k) is None else format(row[k], f)) for k, _, f in columns] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in body]
+    return "\n".join(lines)

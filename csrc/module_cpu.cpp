@@ -1,0 +1,73 @@
+// uptal._C: the CPU kernels. No libtorch: tensors arrive as data pointers with their sizes, already
+// validated by uptal/ops (dtype, shape, contiguity, device, index ranges).
+#include <pybind11/pybind11.h>
+
+#include "synth.h"
+#include "synth_params.h"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace py = pybind11;
+
+namespace {
+
+template <class T>
+T* as_ptr(uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+void synthesize(uintptr_t videos, int64_t num_videos, int64_t max_frames, int64_t height, int64_t width,
+                uintptr_t sources, uintptr_t frames, uintptr_t params, int64_t num_outputs, int64_t frames_per_video,
+                int64_t num_params, uintptr_t norm, int64_t size, uintptr_t out, int out_dtype, int num_threads) {
+  uptal::SynthArgs a{as_ptr<const uint8_t>(videos), num_videos, max_frames, height, width,
+                     as_ptr<const int32_t>(sources), as_ptr<const int32_t>(frames), as_ptr<const float>(params),
+                     num_outputs, frames_per_video, num_params, as_ptr<const float>(norm), size,
+                     as_ptr<void>(out), out_dtype};
+  py::gil_scoped_release release;  // DataLoader threads and the training loop keep running
+  uptal::synthesize_cpu(a, num_threads);
+}
+
+py::dict param_columns() {
+  py::dict d;
+  d["beta"] = (int)uptal::kBeta;
+  d["crop_y0"] = (int)uptal::kCropY0;
+  d["crop_x0"] = (int)uptal::kCropX0;
+  d["scale_y"] = (int)uptal::kScaleY;
+  d["scale_x"] = (int)uptal::kScaleX;
+  d["flip"] = (int)uptal::kFlip;
+  d["jitter_on"] = (int)uptal::kJitterOn;
+  d["brightness"] = (int)uptal::kBrightness;
+  d["contrast"] = (int)uptal::kContrast;
+  d["saturation"] = (int)uptal::kSaturation;
+  d["hue"] = (int)uptal::kHue;
+  d["order0"] = (int)uptal::kOrder0;
+  d["grayscale"] = (int)uptal::kGrayscale;
+  d["blur_on"] = (int)uptal::kBlurOn;
+  d["blur0"] = (int)uptal::kBlur0;
+  return d;
+}
+
+int max_threads() {
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "uptal CPU kernels (C++17, OpenMP); see uptal/ops for the checked Python entry points";
+  m.def("synthesize", &synthesize, "PAL synthesis into a caller-provided output buffer (raw pointers)");
+  m.def("param_columns", &param_columns, "column of each packed plan parameter");
+  m.def("max_threads", &max_threads, "OpenMP's default thread count (1 without OpenMP)");
+  m.def("cpu_variant", &uptal::synthesize_cpu_variant, "instruction-set build of the kernels in use");
+#if defined(_OPENMP)
+  m.attr("openmp") = true;
+#else
+  m.attr("openmp") = false;
+#endif
+}

@@ -1,0 +1,31 @@
+// The PAL synthesis op: raw-pointer interface shared by the CPU and CUDA implementations.
+// Python (uptal/ops/synthesize.py) validates every argument before calling in; nothing here checks.
+#pragma once
+
+#include <cstdint>
+
+namespace uptal {
+
+struct SynthArgs {
+  const uint8_t* videos;  // [N, T, H, W, 3] uint8, contiguous
+  int64_t num_videos, max_frames, height, width;
+  const int32_t* sources;  // [M, 2] background video, action video
+  const int32_t* frames;   // [M, 2, JF] background frame, action frame (-1: nothing pasted)
+  const float* params;     // [M, P] see synth_params.h
+  int64_t num_outputs, frames_per_video, num_params;
+  const float* norm;  // [2, 3] per-channel scale and shift of the float output
+  int64_t size;       // S
+  void* out;          // [M, 3, JF, S, S] of out_dtype, contiguous
+  int out_dtype;      // OutDtype
+};
+
+// CPU: OpenMP over output frames; num_threads <= 0 means the OpenMP default. Dispatches at run time to the
+// AVX2 build of synth_cpu.cpp when the processor has AVX2, else to the baseline x86-64 (or native) build.
+void synthesize_cpu(const SynthArgs& args, int num_threads);
+const char* synthesize_cpu_variant();
+
+// The builds of synth_cpu.cpp (one per instruction set; see CMakeLists.txt).
+void synthesize_cpu_baseline(const SynthArgs& args, int num_threads);
+void synthesize_cpu_avx2(const SynthArgs& args, int num_threads);
+
+}  // namespace uptal

@@ -1,0 +1,294 @@
+// PAL synthesis on the CPU: one output frame per OpenMP task, every pass over an L2-resident frame buffer.
+//
+// Passes per output frame (S x S pixels, planar float32 R, G, B):
+//   1. bilinear crop/resize/flip of the background and (inside the pasted region) the action frame, blend;
+//      separable: each source row is interpolated horizontally once and reused by the output rows that need it
+//   2. colour jitter in the plan's order (contrast first sums the exact quantised grey of the frame)
+//   3. grayscale;  4. separable Gaussian blur (horizontal, then vertical);  5. clamp + convert + store.
+// The arithmetic is csrc/synth_math.h, identical to the reference and the CUDA kernel.
+#include <algorithm>
+#include <vector>
+
+#include "synth.h"
+#include "synth_math.h"
+#include "synth_params.h"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace uptal {
+namespace {  // each ISA variant has its own copy of these helpers
+
+// Planar float32 image of S x S pixels.
+struct Planes {
+  std::vector<float> data;
+  int64_t n = 0;
+  void resize(int64_t pixels) {
+    n = pixels;
+    data.resize(3 * pixels);
+  }
+  float* r() { return data.data(); }
+  float* g() { return data.data() + n; }
+  float* b() { return data.data() + 2 * n; }
+};
+
+// Column taps of a frame as flat arrays: byte offsets of the two source pixels and their weights.
+struct ColumnTaps {
+  std::vector<int32_t> offset0, offset1;
+  std::vector<float> weight0, weight1;
+  void set(const std::vector<Tap>& cols) {
+    const size_t n = cols.size();
+    offset0.resize(n), offset1.resize(n), weight0.resize(n), weight1.resize(n);
+    for (size_t x = 0; x < n; ++x) {
+      offset0[x] = cols[x].i0 * 3;
+      offset1[x] = cols[x].i1 * 3;
+      weight0[x] = 1.0f - cols[x].w1;
+      weight1[x] = cols[x].w1;
+    }
+  }
+};
+
+// Horizontally interpolated source rows, cached by source row index (output rows mostly reuse them).
+class RowCache {
+ public:
+  void reset(int64_t size) {
+    size_ = size;
+    for (int s = 0; s < 2; ++s) {
+      rows_[s].resize(3 * size);
+      index_[s] = -1;
+    }
+    next_ = 0;
+  }
+  // Returns [3][S] planar: row `y` of `frame` sampled at the column taps.
+  const float* get(const uint8_t* frame, int64_t width, int y, const ColumnTaps& cols) {
+    for (int s = 0; s < 2; ++s)
+      if (index_[s] == y) return rows_[s].data();
+    const int slot = next_;
+    next_ ^= 1;
+    index_[slot] = y;
+    float* red = rows_[slot].data();
+    float* green = red + size_;
+    float* blue = green + size_;
+    const uint8_t* row = frame + (size_t)y * width * 3;
+    const int32_t *o0 = cols.offset0.data(), *o1 = cols.offset1.data();
+    const float *w0 = cols.weight0.data(), *w1 = cols.weight1.data();
+    for (int64_t x = 0; x < size_; ++x) {
+      const uint8_t* a = row + o0[x];
+      const uint8_t* b = row + o1[x];
+      red[x] = (float)a[0] * w0[x] + (float)b[0] * w1[x];
+      green[x] = (float)a[1] * w0[x] + (float)b[1] * w1[x];
+      blue[x] = (float)a[2] * w0[x] + (float)b[2] * w1[x];
+    }
+    return red;
+  }
+
+ private:
+  int64_t size_ = 0;
+  std::vector<float> rows_[2];
+  int index_[2] = {-1, -1};
+  int next_ = 0;
+};
+
+// Pass 1 for one source frame: planes = bilinear sample (vertical blend of two cached rows).
+void sample_frame(const uint8_t* frame, int64_t width, const Tap* rows, const ColumnTaps& cols, int64_t size,
+                  RowCache& cache, float* out_planes, int64_t plane_stride) {
+  cache.reset(size);
+  for (int64_t y = 0; y < size; ++y) {
+    const Tap t = rows[y];
+    const float* top = cache.get(frame, width, t.i0, cols);
+    const float* bottom = cache.get(frame, width, t.i1, cols);
+    const float w0 = 1.0f - t.w1, w1 = t.w1;
+    for (int c = 0; c < 3; ++c) {
+      const float* a = top + c * size;
+      const float* b = bottom + c * size;
+      float* o = out_planes + c * plane_stride + y * size;
+      for (int64_t x = 0; x < size; ++x) o[x] = a[x] * w0 + b[x] * w1;
+    }
+  }
+}
+
+void blend_planes(Planes& into, const Planes& action, float beta) {
+  const float omb = 1.0f - beta;
+  float* d = into.data.data();
+  const float* a = action.data.data();
+  const int64_t n = 3 * into.n;
+  for (int64_t i = 0; i < n; ++i) d[i] = beta * a[i] + omb * d[i];
+}
+
+template <class Op>
+void for_each_pixel(Planes& p, Op op) {
+  float *r = p.r(), *g = p.g(), *b = p.b();
+  for (int64_t i = 0; i < p.n; ++i) {
+    const Rgb v = op(Rgb{r[i], g[i], b[i]});
+    r[i] = v.r;
+    g[i] = v.g;
+    b[i] = v.b;
+  }
+}
+
+float frame_contrast_mean(Planes& p, int64_t size) {
+  const float *r = p.r(), *g = p.g(), *b = p.b();
+  int64_t sum = 0;
+  for (int64_t i = 0; i < p.n; ++i) sum += (int64_t)quantised_grey(Rgb{r[i], g[i], b[i]});
+  return contrast_mean(sum, (int)size);
+}
+
+void colour_jitter(Planes& p, const float* prm, int64_t size) {
+  for (int k = 0; k < 4; ++k) {
+    switch ((int)prm[kOrder0 + k]) {
+      case kOpBrightness: {
+        const float f = prm[kBrightness];
+        for_each_pixel(p, [f](Rgb v) { return brightness(v, f); });
+        break;
+      }
+      case kOpContrast: {
+        const float f = prm[kContrast];
+        const float mean = frame_contrast_mean(p, size);
+        for_each_pixel(p, [f, mean](Rgb v) { return contrast(v, f, mean); });
+        break;
+      }
+      case kOpSaturation: {
+        const float f = prm[kSaturation];
+        for_each_pixel(p, [f](Rgb v) { return saturation(v, f); });
+        break;
+      }
+      default: {
+        const float shift = prm[kHue];
+        for_each_pixel(p, [shift](Rgb v) { return hue(v, shift); });
+        break;
+      }
+    }
+  }
+}
+
+// Separable blur of each plane: src -> tmp (horizontal) -> src (vertical). Each row is first copied into a
+// reflect-padded buffer so that the tap loops run over plain arrays (vectorised across x); taps are still
+// accumulated in order k = 0..2R for every pixel, as in the reference.
+void blur(Planes& p, Planes& tmp, std::vector<float>& padded, const float* taps, int radius, int64_t size) {
+  const int k_taps = 2 * radius + 1;
+  padded.resize(size + 2 * radius);
+  for (int c = 0; c < 3; ++c) {
+    const float* src = p.data.data() + c * p.n;
+    float* mid = tmp.data.data() + c * p.n;
+    for (int64_t y = 0; y < size; ++y) {
+      const float* in = src + y * size;
+      float* pad = padded.data();
+      std::copy(in, in + size, pad + radius);
+      for (int i = 0; i < radius; ++i) {
+        pad[i] = in[reflect(i - radius, (int)size)];
+        pad[radius + size + i] = in[reflect((int)size + i, (int)size)];
+      }
+      float* out = mid + y * size;
+      for (int64_t x = 0; x < size; ++x) out[x] = taps[0] * pad[x];
+      for (int k = 1; k < k_taps; ++k) {
+        const float w = taps[k];
+        const float* shifted = pad + k;
+        for (int64_t x = 0; x < size; ++x) out[x] = out[x] + w * shifted[x];
+      }
+    }
+    float* dst = p.data.data() + c * p.n;
+    for (int64_t y = 0; y < size; ++y) {
+      float* out = dst + y * size;
+      const float* first = mid + (int64_t)reflect((int)y - radius, (int)size) * size;
+      for (int64_t x = 0; x < size; ++x) out[x] = taps[0] * first[x];
+      for (int k = 1; k < k_taps; ++k) {
+        const float* row = mid + (int64_t)reflect((int)y + k - radius, (int)size) * size;
+        const float w = taps[k];
+        for (int64_t x = 0; x < size; ++x) out[x] = out[x] + w * row[x];
+      }
+    }
+  }
+}
+
+void store(const Planes& p, const SynthArgs& a, int64_t m, int64_t t) {
+  const int64_t plane = a.size * a.size;
+  for (int c = 0; c < 3; ++c) {
+    const float* src = p.data.data() + c * p.n;
+    const int64_t offset = ((m * 3 + c) * a.frames_per_video + t) * plane;
+    if (a.out_dtype == kOutUInt8) {
+      uint8_t* dst = static_cast<uint8_t*>(a.out) + offset;
+      for (int64_t i = 0; i < plane; ++i) dst[i] = to_uint8(clamp255(src[i]));
+    } else {
+      const float scale = a.norm[c], shift = a.norm[3 + c];
+      if (a.out_dtype == kOutFloat32) {
+        float* dst = static_cast<float*>(a.out) + offset;
+        for (int64_t i = 0; i < plane; ++i) dst[i] = clamp255(src[i]) * scale + shift;
+      } else {
+        uint16_t* dst = static_cast<uint16_t*>(a.out) + offset;
+        for (int64_t i = 0; i < plane; ++i) dst[i] = to_bfloat16_bits(clamp255(src[i]) * scale + shift);
+      }
+    }
+  }
+}
+
+struct Scratch {
+  Planes image, action, tmp;
+  std::vector<Tap> rows, cols;
+  ColumnTaps column_taps;
+  std::vector<float> padded;
+  RowCache cache;
+  explicit Scratch(int64_t size) : rows(size), cols(size) {
+    image.resize(size * size);
+    action.resize(size * size);
+    tmp.resize(size * size);
+  }
+};
+
+void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
+  const int64_t jf = a.frames_per_video, size = a.size;
+  const int64_t m = job / jf, t = job % jf;
+  const float* prm = a.params + m * a.num_params;
+  const int32_t* src = a.sources + m * 2;
+  const int32_t* frm = a.frames + m * 2 * jf;
+  const int64_t frame_bytes = a.height * a.width * 3;
+  const int64_t video_bytes = a.max_frames * frame_bytes;
+
+  const bool flip = prm[kFlip] > 0.0f;
+  for (int64_t o = 0; o < size; ++o) {
+    s.rows[o] = sample_position((int)o, prm[kCropY0], prm[kScaleY], (int)a.height);
+    s.cols[o] = sample_position(flip ? (int)(size - 1 - o) : (int)o, prm[kCropX0], prm[kScaleX], (int)a.width);
+  }
+  s.column_taps.set(s.cols);
+  const uint8_t* background = a.videos + src[0] * video_bytes + (int64_t)frm[t] * frame_bytes;
+  sample_frame(background, a.width, s.rows.data(), s.column_taps, size, s.cache, s.image.data.data(), s.image.n);
+  const int32_t action_frame = frm[jf + t];
+  if (action_frame >= 0) {
+    const uint8_t* action = a.videos + src[1] * video_bytes + (int64_t)action_frame * frame_bytes;
+    sample_frame(action, a.width, s.rows.data(), s.column_taps, size, s.cache, s.action.data.data(), s.action.n);
+    blend_planes(s.image, s.action, prm[kBeta]);
+  }
+  if (prm[kJitterOn] > 0.0f) colour_jitter(s.image, prm, size);
+  if (prm[kGrayscale] > 0.0f) for_each_pixel(s.image, [](Rgb v) { return to_grey(v); });
+  if (prm[kBlurOn] > 0.0f) {
+    blur(s.image, s.tmp, s.padded, prm + kBlur0, blur_radius_from_columns((int)a.num_params), size);
+  }
+  store(s.image, a, m, t);
+}
+
+}  // namespace
+
+#ifndef UPTAL_CPU_VARIANT
+#error "compile with -DUPTAL_CPU_VARIANT=<name> (see CMakeLists.txt)"
+#endif
+#define UPTAL_CONCAT_(a, b) a##b
+#define UPTAL_CONCAT(a, b) UPTAL_CONCAT_(a, b)
+
+void UPTAL_CONCAT(synthesize_cpu_, UPTAL_CPU_VARIANT)(const SynthArgs& a, int num_threads) {
+  const int64_t jobs = a.num_outputs * a.frames_per_video;
+#if defined(_OPENMP)
+  if (num_threads <= 0) num_threads = omp_get_max_threads();
+#pragma omp parallel num_threads(num_threads)
+  {
+    Scratch scratch(a.size);
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t job = 0; job < jobs; ++job) synthesize_frame(a, job, scratch);
+  }
+#else
+  (void)num_threads;
+  Scratch scratch(a.size);
+  for (int64_t job = 0; job < jobs; ++job) synthesize_frame(a, job, scratch);
+#endif
+}
+
+}  // namespace uptal

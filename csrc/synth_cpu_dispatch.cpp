@@ -1,0 +1,27 @@
+// Run-time choice between the builds of synth_cpu.cpp: one wheel runs everywhere and still uses AVX2 where
+// the processor has it (8 float lanes instead of SSE2's 4). Both builds compute bit-identical results: the
+// arithmetic is IEEE float32 without FMA contraction in both.
+#include "synth.h"
+
+namespace uptal {
+
+namespace {
+bool has_avx2() {
+#if defined(UPTAL_HAVE_AVX2_VARIANT) && (defined(__x86_64__) || defined(__i386__))
+  return __builtin_cpu_supports("avx2");
+#else
+  return false;
+#endif
+}
+}  // namespace
+
+const char* synthesize_cpu_variant() { return has_avx2() ? "avx2" : "baseline"; }
+
+void synthesize_cpu(const SynthArgs& args, int num_threads) {
+#if defined(UPTAL_HAVE_AVX2_VARIANT)
+  if (has_avx2()) return synthesize_cpu_avx2(args, num_threads);
+#endif
+  synthesize_cpu_baseline(args, num_threads);
+}
+
+}  // namespace uptal

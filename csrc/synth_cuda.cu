@@ -1,0 +1,387 @@
+// PAL synthesis on CUDA: bit-identical to synth_cpu.cpp and to the torch reference (synthesize_ref.py).
+//
+// Two kernels, both on the caller's stream:
+//   1. contrast_sums_kernel: for outputs with colour jitter, every pixel runs the pipeline up to the contrast
+//      op (sample, blend, the jitter ops ordered before contrast) and adds floor(grey * 256) into the frame's
+//      int64 sum in `workspace` (integer adds, so the order of the atomics does not matter).
+//   2. synth_kernel: one block per 32 x 32 tile of one output frame. Without blur each thread runs the full
+//      per-pixel pipeline and stores. With blur the block computes the tile plus a halo of R pixels (positions
+//      reflected as the CPU blur reflects them) eight rows at a time into shared memory, runs the horizontal
+//      pass of those rows into a [3][32 + 2R][32] buffer, then the vertical pass, clamp and the typed store.
+// All per-pixel arithmetic is csrc/synth_math.h (built with --fmad=false, no fast-math), in the CPU's order.
+#include "synth_cuda.h"
+
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+
+#include "synth_math.h"
+#include "synth_params.h"
+
+namespace uptal {
+namespace {
+
+constexpr int kTile = 32;                     // output tile edge of synth_kernel, pixels
+constexpr int kBlockX = 32;                   // synth_kernel block: kBlockX x kBlockY threads
+constexpr int kBlockY = 8;
+constexpr int kThreads = kBlockX * kBlockY;
+constexpr int kWarps = kThreads / 32;
+constexpr int kSumPixels = 4 * kThreads;      // pixels per block of contrast_sums_kernel
+constexpr int64_t kMaxGridY = 65535;
+constexpr size_t kDefaultSharedBytes = 48 * 1024;
+
+static_assert(kBlockX == kTile, "one thread per tile column");
+
+// What the per-pixel pipeline needs about one output frame (m, t); every thread of a block loads the same.
+struct Frame {
+  const uint8_t* background;
+  const uint8_t* action;  // nullptr: nothing pasted in this frame
+  float beta, crop_y0, crop_x0, scale_y, scale_x;
+  float brightness, contrast, saturation, hue;
+  float mean;             // contrast mean (synth_kernel only)
+  float scale_r, scale_g, scale_b, shift_r, shift_g, shift_b;
+  int ops;                // jitter op of order slot k in bits 2k..2k+1
+  int contrast_at;        // order slot of the contrast op (4: none)
+  int height, width, size;
+  bool flip, jitter, grayscale, blur;
+};
+
+__device__ __forceinline__ Frame load_frame(const SynthArgs& a, int64_t m, int64_t t, const int64_t* sums) {
+  const int64_t jf = a.frames_per_video;
+  const float* prm = a.params + m * a.num_params;
+  const int32_t* src = a.sources + m * 2;
+  const int32_t* frm = a.frames + m * 2 * jf;
+  const int64_t frame_bytes = a.height * a.width * 3;
+  const int64_t video_bytes = a.max_frames * frame_bytes;
+
+  Frame f;
+  f.background = a.videos + (int64_t)src[0] * video_bytes + (int64_t)frm[t] * frame_bytes;
+  const int32_t action_frame = frm[jf + t];
+  f.action = action_frame >= 0 ? a.videos + (int64_t)src[1] * video_bytes + (int64_t)action_frame * frame_bytes
+                               : nullptr;
+  f.beta = prm[kBeta];
+  f.crop_y0 = prm[kCropY0];
+  f.crop_x0 = prm[kCropX0];
+  f.scale_y = prm[kScaleY];
+  f.scale_x = prm[kScaleX];
+  f.brightness = prm[kBrightness];
+  f.contrast = prm[kContrast];
+  f.saturation = prm[kSaturation];
+  f.hue = prm[kHue];
+  f.scale_r = a.norm[0];
+  f.scale_g = a.norm[1];
+  f.scale_b = a.norm[2];
+  f.shift_r = a.norm[3];
+  f.shift_g = a.norm[4];
+  f.shift_b = a.norm[5];
+  f.ops = 0;
+  f.contrast_at = 4;
+  for (int k = 0; k < 4; ++k) {
+    // as the CPU's switch: 0, 1, 2 name their op, anything else is hue
+    const int op = (int)prm[kOrder0 + k];
+    const int code = (op == kOpBrightness || op == kOpContrast || op == kOpSaturation) ? op : kOpHue;
+    f.ops |= code << (2 * k);
+    if (code == kOpContrast && f.contrast_at == 4) f.contrast_at = k;
+  }
+  f.height = (int)a.height;
+  f.width = (int)a.width;
+  f.size = (int)a.size;
+  f.flip = prm[kFlip] > 0.0f;
+  f.jitter = prm[kJitterOn] > 0.0f;
+  f.grayscale = prm[kGrayscale] > 0.0f;
+  f.blur = prm[kBlurOn] > 0.0f;
+  f.mean = (sums != nullptr && f.jitter) ? contrast_mean(sums[m * jf + t], f.size) : 0.0f;
+  return f;
+}
+
+// Step 1-2: bilinear sample of the background (and the action frame, blended) at output pixel (oy, ox).
+__device__ __forceinline__ Rgb sample_pixel(const Frame& f, int oy, int ox) {
+  const Tap ty = sample_position(oy, f.crop_y0, f.scale_y, f.height);
+  const Tap tx = sample_position(f.flip ? f.size - 1 - ox : ox, f.crop_x0, f.scale_x, f.width);
+  const Rgb background = bilinear(f.background, f.width, ty, tx);
+  if (f.action == nullptr) return background;
+  return blend(bilinear(f.action, f.width, ty, tx), background, f.beta);
+}
+
+__device__ __forceinline__ Rgb jitter_op(const Frame& f, int op, Rgb v) {
+  switch (op) {
+    case kOpBrightness: return brightness(v, f.brightness);
+    case kOpContrast: return contrast(v, f.contrast, f.mean);
+    case kOpSaturation: return saturation(v, f.saturation);
+    default: return hue(v, f.hue);
+  }
+}
+
+// Steps 1-4: the value of output pixel (oy, ox) just before the blur.
+__device__ __forceinline__ Rgb pre_blur_pixel(const Frame& f, int oy, int ox) {
+  Rgb v = sample_pixel(f, oy, ox);
+  if (f.jitter) {
+#pragma unroll 1
+    for (int k = 0; k < 4; ++k) v = jitter_op(f, (f.ops >> (2 * k)) & 3, v);
+  }
+  if (f.grayscale) v = to_grey(v);
+  return v;
+}
+
+// Step 6: clamp, convert, store pixel (oy, ox) of frame t of output m into [M, 3, JF, S, S].
+__device__ __forceinline__ void store_pixel(const SynthArgs& a, const Frame& f, int64_t m, int64_t t, int oy, int ox,
+                                            Rgb v) {
+  const int64_t plane = a.size * a.size;
+  const int64_t channel = a.frames_per_video * plane;
+  const int64_t offset = (m * 3 * a.frames_per_video + t) * plane + (int64_t)oy * a.size + ox;
+  const float r = clamp255(v.r), g = clamp255(v.g), b = clamp255(v.b);
+  if (a.out_dtype == kOutUInt8) {
+    uint8_t* dst = static_cast<uint8_t*>(a.out) + offset;
+    dst[0] = to_uint8(r);
+    dst[channel] = to_uint8(g);
+    dst[2 * channel] = to_uint8(b);
+    return;
+  }
+  const float yr = r * f.scale_r + f.shift_r;
+  const float yg = g * f.scale_g + f.shift_g;
+  const float yb = b * f.scale_b + f.shift_b;
+  if (a.out_dtype == kOutFloat32) {
+    float* dst = static_cast<float*>(a.out) + offset;
+    dst[0] = yr;
+    dst[channel] = yg;
+    dst[2 * channel] = yb;
+  } else {
+    uint16_t* dst = static_cast<uint16_t*>(a.out) + offset;
+    dst[0] = to_bfloat16_bits(yr);
+    dst[channel] = to_bfloat16_bits(yg);
+    dst[2 * channel] = to_bfloat16_bits(yb);
+  }
+}
+
+// Kernel 1. Block (x: chunk of kSumPixels pixels, y: output frames, strided). 1-D blocks of kThreads.
+__global__ void __launch_bounds__(kThreads) contrast_sums_kernel(SynthArgs a, unsigned long long* sums) {
+  __shared__ long long warp_sums[kWarps];
+  const int tid = (int)threadIdx.x;
+  const int64_t jobs = a.num_outputs * a.frames_per_video;
+  const int64_t pixels = a.size * a.size;
+  const int64_t first = (int64_t)blockIdx.x * kSumPixels;
+  for (int64_t job = blockIdx.y; job < jobs; job += gridDim.y) {
+    const int64_t m = job / a.frames_per_video, t = job % a.frames_per_video;
+    // block-uniform exits: no jitter, or (never after validation) no contrast op
+    if (!(a.params[m * a.num_params + kJitterOn] > 0.0f)) continue;
+    const Frame f = load_frame(a, m, t, nullptr);
+    if (f.contrast_at >= 4) continue;
+    long long local = 0;
+    for (int i = tid; i < kSumPixels; i += kThreads) {
+      const int64_t p = first + i;
+      if (p < pixels) {
+        const int oy = (int)(p / a.size), ox = (int)(p % a.size);
+        Rgb v = sample_pixel(f, oy, ox);
+#pragma unroll 1
+        for (int k = 0; k < f.contrast_at; ++k) v = jitter_op(f, (f.ops >> (2 * k)) & 3, v);
+        local += (long long)quantised_grey(v);
+      }
+    }
+    for (int offset = 16; offset > 0; offset >>= 1) local += __shfl_down_sync(0xffffffffu, local, offset);
+    if ((tid & 31) == 0) warp_sums[tid >> 5] = local;
+    __syncthreads();
+    if (tid == 0) {
+      long long total = 0;
+      for (int w = 0; w < kWarps; ++w) total += warp_sums[w];
+      // two's complement: the unsigned add is the exact int64 add
+      atomicAdd(sums + job, (unsigned long long)total);
+    }
+    __syncthreads();  // warp_sums is reused by the next frame
+  }
+}
+
+// Blur of one output pixel straight from the pipeline, no shared memory: (2R+1)^2 pipeline evaluations per
+// pixel. Only for radii whose halo does not fit in shared memory. Same accumulation order as the CPU.
+__device__ Rgb blur_pixel_direct(const Frame& f, const float* taps, int radius, int oy, int ox) {
+  const int n = 2 * radius + 1;
+  Rgb acc{0.0f, 0.0f, 0.0f};
+  for (int k = 0; k < n; ++k) {
+    const int iy = reflect(oy + k - radius, f.size);
+    Rgb v = pre_blur_pixel(f, iy, reflect(ox - radius, f.size));
+    Rgb h{taps[0] * v.r, taps[0] * v.g, taps[0] * v.b};
+    for (int j = 1; j < n; ++j) {
+      v = pre_blur_pixel(f, iy, reflect(ox + j - radius, f.size));
+      const float w = taps[j];
+      h = Rgb{h.r + w * v.r, h.g + w * v.g, h.b + w * v.b};
+    }
+    const float w = taps[k];
+    if (k == 0) {
+      acc = Rgb{w * h.r, w * h.g, w * h.b};
+    } else {
+      acc = Rgb{acc.r + w * h.r, acc.g + w * h.g, acc.b + w * h.b};
+    }
+  }
+  return acc;
+}
+
+// Dynamic shared memory of synth_kernel's blur path, in floats: taps, staging rows, horizontal result.
+//   taps  [2R+1]
+//   stage [3][kBlockY][kTile + 2R]   pre-blur values of kBlockY halo rows
+//   mid   [3][kTile + 2R][kTile]     horizontal pass of every halo row
+__host__ __device__ __forceinline__ int64_t blur_shared_floats(int64_t radius) {
+  const int64_t wide = kTile + 2 * radius;
+  return (2 * radius + 1) + 3 * kBlockY * wide + 3 * wide * kTile;
+}
+
+// The blurred tile (x0, y0, nx x ny valid pixels) of frame f, through shared memory (see synth_kernel).
+// Called by every thread of the block (it has barriers). Halo row r / column c holds the pre-blur pixel at the
+// reflected position of (y0 - R + r, x0 - R + c); only the rows and columns that valid outputs read are
+// computed (they lie in [-R, S - 1 + R] and reflect into [0, S) because R < S).
+__device__ __forceinline__ void blur_tile_shared(const SynthArgs& a, const Frame& f, int64_t m, int64_t t,
+                                                 const float* taps, int radius, int x0, int y0, int nx, int ny,
+                                                 float* smem) {
+  const int tx = (int)threadIdx.x, ty = (int)threadIdx.y;
+  const int n_taps = 2 * radius + 1;
+  const int wide = kTile + 2 * radius;
+  float* s_taps = smem;
+  float* stage = s_taps + n_taps;
+  float* mid = stage + 3 * kBlockY * wide;
+  const int stage_plane = kBlockY * wide;
+  const int mid_plane = wide * kTile;
+
+  for (int i = ty * kBlockX + tx; i < n_taps; i += kThreads) s_taps[i] = taps[i];  // read after a barrier
+
+  const int rows = ny + 2 * radius;
+  const int cols = nx + 2 * radius;
+  for (int r0 = 0; r0 < rows; r0 += kBlockY) {  // block-uniform loop
+    const int r = r0 + ty;
+    float* srow = stage + ty * wide;
+    if (r < rows) {
+      const int iy = reflect(y0 - radius + r, f.size);
+      for (int c = tx; c < cols; c += kBlockX) {
+        const Rgb v = pre_blur_pixel(f, iy, reflect(x0 - radius + c, f.size));
+        srow[c] = v.r;
+        srow[stage_plane + c] = v.g;
+        srow[2 * stage_plane + c] = v.b;
+      }
+    }
+    __syncthreads();
+    // horizontal pass: mid[r][x] = sum_k taps[k] * v[r][x + k], k = 0..2R in order
+    if (r < rows && tx < nx) {
+      const float* in = srow + tx;
+      const float w0 = s_taps[0];
+      float hr = w0 * in[0];
+      float hg = w0 * in[stage_plane];
+      float hb = w0 * in[2 * stage_plane];
+      for (int k = 1; k < n_taps; ++k) {
+        const float w = s_taps[k];
+        hr = hr + w * in[k];
+        hg = hg + w * in[stage_plane + k];
+        hb = hb + w * in[2 * stage_plane + k];
+      }
+      float* out = mid + r * kTile + tx;
+      out[0] = hr;
+      out[mid_plane] = hg;
+      out[2 * mid_plane] = hb;
+    }
+    __syncthreads();  // stage is overwritten by the next rows; mid is complete after the last one
+  }
+
+  // vertical pass: out[y][x] = sum_k taps[k] * mid[y + k][x], k = 0..2R in order; clamp; store
+  if (tx < nx) {
+    for (int y = ty; y < ny; y += kBlockY) {
+      const float* in = mid + y * kTile + tx;
+      const float w0 = s_taps[0];
+      float vr = w0 * in[0];
+      float vg = w0 * in[mid_plane];
+      float vb = w0 * in[2 * mid_plane];
+      for (int k = 1; k < n_taps; ++k) {
+        const float w = s_taps[k];
+        const float* row = in + k * kTile;
+        vr = vr + w * row[0];
+        vg = vg + w * row[mid_plane];
+        vb = vb + w * row[2 * mid_plane];
+      }
+      store_pixel(a, f, m, t, y0 + y, x0 + tx, Rgb{vr, vg, vb});
+    }
+  }
+  __syncthreads();  // s_taps and mid are reused by the block's next frame
+}
+
+// Kernel 2. Block (x: tile of kTile x kTile pixels, y: output frames, strided), kBlockX x kBlockY threads.
+// kSharedBlur false: blur straight from the pipeline (blur_pixel_direct), for radii whose halo does not fit
+// in shared memory; a separate instantiation so that its registers do not burden the usual kernel.
+// At most 80 registers (3 blocks per SM); the shared-memory kernel does not spill on sm_75..sm_120.
+template <bool kSharedBlur>
+__global__ void __launch_bounds__(kThreads, 3) synth_kernel(SynthArgs a, const int64_t* sums, int radius, int tiles_x) {
+  extern __shared__ float smem[];
+  const int tx = (int)threadIdx.x, ty = (int)threadIdx.y;
+  const int size = (int)a.size;
+  const int x0 = (int)(blockIdx.x % (unsigned)tiles_x) * kTile;
+  const int y0 = (int)(blockIdx.x / (unsigned)tiles_x) * kTile;
+  const int nx = size - x0 < kTile ? size - x0 : kTile;  // valid columns / rows of this tile
+  const int ny = size - y0 < kTile ? size - y0 : kTile;
+  const int64_t jobs = a.num_outputs * a.frames_per_video;
+
+  for (int64_t job = blockIdx.y; job < jobs; job += gridDim.y) {
+    const int64_t m = job / a.frames_per_video, t = job % a.frames_per_video;
+    const Frame f = load_frame(a, m, t, sums);
+    if (!f.blur) {  // block-uniform
+      if (tx < nx) {
+        for (int y = ty; y < ny; y += kBlockY) {
+          store_pixel(a, f, m, t, y0 + y, x0 + tx, pre_blur_pixel(f, y0 + y, x0 + tx));
+        }
+      }
+    } else {
+      const float* taps = a.params + m * a.num_params + kBlur0;
+      if constexpr (kSharedBlur) {
+        blur_tile_shared(a, f, m, t, taps, radius, x0, y0, nx, ny, smem);
+      } else if (tx < nx) {
+        for (int y = ty; y < ny; y += kBlockY) {
+          store_pixel(a, f, m, t, y0 + y, x0 + tx, blur_pixel_direct(f, taps, radius, y0 + y, x0 + tx));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+cudaError_t synthesize_cuda(const SynthArgs& a, int64_t* workspace, cudaStream_t stream) {
+  const int64_t jobs = a.num_outputs * a.frames_per_video;
+  if (jobs <= 0 || a.size <= 0) return cudaSuccess;
+  const unsigned grid_y = (unsigned)(jobs < kMaxGridY ? jobs : kMaxGridY);
+
+  cudaError_t err = cudaMemsetAsync(workspace, 0, (size_t)jobs * sizeof(int64_t), stream);
+  if (err != cudaSuccess) return err;
+
+  const int64_t pixels = a.size * a.size;
+  const int64_t sum_blocks = (pixels + kSumPixels - 1) / kSumPixels;
+  const int64_t tiles_x = (a.size + kTile - 1) / kTile;
+  const int64_t tiles = tiles_x * tiles_x;
+  if (sum_blocks > INT_MAX || tiles > INT_MAX) return cudaErrorInvalidConfiguration;
+
+  contrast_sums_kernel<<<dim3((unsigned)sum_blocks, grid_y), dim3(kThreads), 0, stream>>>(
+      a, reinterpret_cast<unsigned long long*>(workspace));
+  err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+
+  int radius = blur_radius_from_columns((int)a.num_params);
+  if (radius < 0) radius = 0;
+  bool shared_blur = true;  // false: huge radius, blur without a shared halo (slow, same results)
+  size_t shared_bytes = (size_t)blur_shared_floats(radius) * sizeof(float);
+  if (shared_bytes > kDefaultSharedBytes) {
+    int device = 0, optin = 0;
+    err = cudaGetDevice(&device);
+    if (err != cudaSuccess) return err;
+    err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    if (err != cudaSuccess) return err;
+    if (shared_bytes <= (size_t)optin) {
+      // the device maximum, not shared_bytes: concurrent callers with other radii never lower it under us
+      err = cudaFuncSetAttribute(synth_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+      if (err != cudaSuccess) return err;
+    } else {
+      shared_blur = false;
+      shared_bytes = 0;
+    }
+  }
+  const dim3 grid((unsigned)tiles, grid_y), block(kBlockX, kBlockY);
+  if (shared_blur) {
+    synth_kernel<true><<<grid, block, shared_bytes, stream>>>(a, workspace, radius, (int)tiles_x);
+  } else {
+    synth_kernel<false><<<grid, block, 0, stream>>>(a, workspace, radius, (int)tiles_x);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace uptal

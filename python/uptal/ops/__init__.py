@@ -1,0 +1,9 @@
+"""The only room that touches the compiled modules (_C, _C_cuda) and the Triton kernels.
+
+Each op is registered once with torch.library (``uptal::<op>``) with a fake implementation, so that
+torch.compile and torch.library.opcheck work, and has a plain-torch twin ``<op>_ref``.
+"""
+from .synthesize import implementation_for, synthesize, synthesize_packed
+from .synthesize_ref import synthesize_ref
+
+__all__ = ["synthesize", "synthesize_packed", "synthesize_ref", "implementation_for"]

@@ -1,0 +1,312 @@
+"""uptal::synthesize: the native implementations against the reference, the reference against hand-made
+expectations, validation of bad input, and torch.library integration."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from uptal.config import PalConfig
+from uptal.ops import _native, implementation_for, synthesize, synthesize_packed, synthesize_ref
+from uptal.ops.synthesize_layout import COLUMN_NAMES, NUM_FIXED_COLUMNS, Col
+from uptal.pal import build_plan
+
+DTYPES = [torch.uint8, torch.float32, torch.bfloat16]
+SMALL = PalConfig(clips=3, frames=4, size=24, max_region_clips=2, blur_kernel=5)
+NO_AUGMENT = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0,
+                  blur_p=0.0)
+
+
+def make_batch(num_videos=4, frames=40, height=30, width=36, config=SMALL, seed=0, lengths=None):
+    g = torch.Generator().manual_seed(seed)
+    videos = torch.randint(0, 256, (num_videos, frames, height, width, 3), dtype=torch.uint8, generator=g)
+    lengths = lengths or [frames - 3 * i for i in range(num_videos)]
+    return videos, lengths, build_plan(g, lengths, height, width, config)
+
+
+def native_devices():
+    devices = []
+    if implementation_for("cpu")[0] == "cpp":
+        devices.append("cpu")
+    if torch.cuda.is_available() and implementation_for("cuda")[0] == "cuda":
+        devices.append("cuda")
+    return devices
+
+
+def assert_same_as_reference(videos, lengths, plan, device, out_dtype):
+    packed = plan.packed()
+    expected = synthesize_ref(videos, *packed, plan.size, out_dtype)
+    actual = synthesize(videos.to(device), lengths, plan, out_dtype=out_dtype).cpu()
+    assert actual.dtype == out_dtype and actual.shape == expected.shape
+    mismatch = (actual != expected).nonzero()
+    assert mismatch.numel() == 0, f"{len(mismatch)} elements differ, first at {mismatch[0].tolist()}"
+
+
+# --- the native implementations reproduce the reference bit for bit ------------------------------------
+
+CONFIGS = {
+    "paper": PalConfig(clips=4, frames=4, size=28, max_region_clips=3),
+    "all augmentations": dataclasses.replace(SMALL, jitter_p=1.0, grayscale_p=0.5, blur_p=1.0, flip_p=0.5),
+    "same background": dataclasses.replace(SMALL, paste="same"),
+    "no paste": dataclasses.replace(SMALL, paste="none"),
+    "not dense, fixed stride": dataclasses.replace(SMALL, dense=False, scale=False),
+    "hard paste": dataclasses.replace(SMALL, beta=(1.0, 1.0)),
+    "odd sizes": PalConfig(clips=2, frames=3, size=13, max_region_clips=2, blur_kernel=7, jitter_p=1.0, blur_p=1.0),
+    "moco baseline": PalConfig(clips=1, frames=4, size=16, dense=False, scale=False, paste="none",
+                               max_region_clips=1),
+}
+
+
+@pytest.mark.parametrize("device", native_devices())
+@pytest.mark.parametrize("out_dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_native_matches_reference(device, out_dtype, name):
+    videos, lengths, plan = make_batch(config=CONFIGS[name], seed=hash(name) % 1000)
+    assert_same_as_reference(videos, lengths, plan, device, out_dtype)
+
+
+@pytest.mark.parametrize("device", native_devices())
+def test_native_matches_reference_tiny_frames_and_upsampling(device):
+    """Frames smaller than the output (2x3 pixels -> 8x8) and a video of a single frame."""
+    config = PalConfig(clips=2, frames=2, size=8, max_region_clips=1, blur_kernel=3, jitter_p=1.0, blur_p=1.0)
+    videos, lengths, plan = make_batch(num_videos=3, frames=5, height=2, width=3, config=config, lengths=[5, 1, 3])
+    for out_dtype in DTYPES:
+        assert_same_as_reference(videos, lengths, plan, device, out_dtype)
+
+
+@pytest.mark.parametrize("device", native_devices())
+def test_threads_do_not_change_the_result(device):
+    videos, lengths, plan = make_batch(config=CONFIGS["all augmentations"])
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = synthesize(videos.to(device), lengths, plan, out_dtype=torch.float32).cpu()
+        torch.set_num_threads(max(2, saved))
+        many = synthesize(videos.to(device), lengths, plan, out_dtype=torch.float32).cpu()
+    finally:
+        torch.set_num_threads(saved)
+    assert torch.equal(one, many)
+
+
+def test_out_buffer_is_filled_and_returned():
+    videos, lengths, plan = make_batch()
+    pin = torch.cuda.is_available()
+    out = torch.full((plan.num_outputs, 3, plan.clips * plan.frames, plan.size, plan.size), -7.0, pin_memory=pin)
+    result = synthesize(videos, lengths, plan, out=out)
+    assert result is out
+    assert torch.equal(out, synthesize_ref(videos, *plan.packed(), plan.size, torch.float32))
+
+
+def test_native_param_layout_matches_python():
+    if not _native.CPU.loaded:
+        pytest.skip(f"uptal._C not loaded: {_native.CPU.reason}")
+    columns = _native.CPU.module.param_columns()
+    for index, name in enumerate(COLUMN_NAMES):
+        if not name.startswith("order") or name == "order0":
+            assert columns[name] == index, name
+    assert columns["blur0"] == NUM_FIXED_COLUMNS == Col.BLUR0
+
+
+# --- the reference does what the method says ---------------------------------------------------------------
+
+def identity_plan(num_videos=3, frames=20, size=16, **overrides):
+    """Full-frame crops at the output size, no augmentation: output pixels are source pixels."""
+    config = PalConfig(clips=2, frames=4, size=size, max_region_clips=2, **{**NO_AUGMENT, **overrides})
+    g = torch.Generator().manual_seed(3)
+    videos = torch.randint(0, 256, (num_videos, frames, size, size, 3), dtype=torch.uint8, generator=g)
+    return videos, [frames] * num_videos, build_plan(g, [frames] * num_videos, size, size, config)
+
+
+def test_identity_augmentation_reproduces_source_frames():
+    videos, lengths, plan = identity_plan(paste="none")
+    out = synthesize(videos, lengths, plan, out_dtype=torch.uint8)               # [M, 3, JF, S, S]
+    for m in range(plan.num_outputs):
+        expected = videos[plan.background[m], plan.background_frames[m]].permute(3, 0, 1, 2)
+        assert torch.equal(out[m], expected)
+
+
+def test_hard_paste_shows_action_inside_region_and_background_outside():
+    videos, lengths, plan = identity_plan(beta=(1.0, 1.0))
+    out = synthesize(videos, lengths, plan, out_dtype=torch.uint8)
+    for m in range(plan.num_outputs):
+        for t in range(plan.clips * plan.frames):
+            action_frame = int(plan.action_frames[m, t])
+            video, frame = (plan.action[m], action_frame) if action_frame >= 0 else \
+                (plan.background[m], plan.background_frames[m, t])
+            assert torch.equal(out[m, :, t], videos[video, frame].permute(2, 0, 1)), (m, t)
+        clip_of_frame = torch.arange(plan.clips * plan.frames) // plan.frames
+        s, e = plan.region[m].tolist()
+        assert torch.equal(plan.action_frames[m] >= 0, (clip_of_frame >= s) & (clip_of_frame <= e))
+
+
+def test_soft_paste_blends_with_beta():
+    videos, lengths, plan = identity_plan(beta=(0.5, 0.5))
+    out = synthesize(videos, lengths, plan, out_dtype=torch.float32)
+    norm = plan.packed()[3]
+    m = 0
+    t = int((plan.action_frames[m] >= 0).nonzero()[0])
+    action = videos[plan.action[m], plan.action_frames[m, t]].permute(2, 0, 1).float()
+    background = videos[plan.background[m], plan.background_frames[m, t]].permute(2, 0, 1).float()
+    blended = 0.5 * action + 0.5 * background
+    expected = blended * norm[0].view(3, 1, 1) + norm[1].view(3, 1, 1)
+    torch.testing.assert_close(out[m, :, t], expected, rtol=0, atol=1e-5)
+
+
+def test_flip_mirrors_columns():
+    videos, lengths, plan = identity_plan(paste="none")
+    flipped = dataclasses.replace(plan, flip=torch.ones_like(plan.flip))
+    plain = synthesize(videos, lengths, plan, out_dtype=torch.uint8)
+    mirrored = synthesize(videos, lengths, flipped, out_dtype=torch.uint8)
+    assert torch.equal(mirrored, plain.flip(-1))
+
+
+def test_grayscale_makes_channels_equal_and_blur_keeps_constant_image():
+    videos, lengths, plan = identity_plan(paste="none", grayscale_p=1.0)
+    out = synthesize(videos, lengths, plan, out_dtype=torch.uint8)
+    assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])
+    constant = torch.full_like(videos, 77)
+    _, _, blurred_plan = identity_plan(paste="none", blur_p=1.0)
+    blurred = synthesize(constant, lengths, blurred_plan, out_dtype=torch.uint8)
+    assert bool((blurred == 77).all())
+
+
+def test_brightness_scales_and_clamps():
+    videos, lengths, plan = identity_plan(paste="none")
+    jitter = torch.tensor([[1.5, 1.0, 1.0, 0.0]]).repeat(plan.num_outputs, 1)
+    bright = dataclasses.replace(plan, jitter_on=torch.ones_like(plan.jitter_on), jitter=jitter)
+    norm = plan.packed()[3].view(2, 1, 3, 1, 1, 1)
+    out = (synthesize(videos, lengths, bright) - norm[1]) / norm[0]               # back to the 0..255 scale
+    source = synthesize(videos, lengths, plan, out_dtype=torch.uint8).float()
+    # the identity factors (contrast 1, saturation 1, hue 0) are exact up to float32 rounding
+    torch.testing.assert_close(out, (source * 1.5).clamp(0, 255), rtol=0, atol=2e-3)
+
+
+def test_hue_rotation_by_a_third_permutes_pure_colours():
+    """Rotating hue by 1/3 turn maps red -> green -> blue -> red."""
+    videos = torch.zeros(1, 4, 2, 3, 3, dtype=torch.uint8)
+    videos[..., 0, :, 0] = 200   # row 0 red
+    videos[..., 1, :, 2] = 120   # row 1 blue
+    config = PalConfig(clips=1, frames=4, size=2, max_region_clips=1, paste="none", blur_kernel=1,
+                       **{**NO_AUGMENT, "crop_ratio": (0.5, 2.0)})
+    plan = build_plan(torch.Generator().manual_seed(0), [4], 2, 3, config)
+    plan = dataclasses.replace(plan, crop=torch.tensor([[0.0, 0.0, 2.0, 2.0]] * 2),
+                               jitter_on=torch.ones(2, dtype=torch.bool), jitter=torch.tensor([[1, 1, 1, 1 / 3]] * 2),
+                               jitter_order=torch.tensor([[3, 0, 1, 2]] * 2))
+    out = synthesize(videos, [4], plan, out_dtype=torch.uint8)[0, :, 0]          # [3, 2, 2]
+    assert out[:, 0, 0].tolist() == [0, 200, 0]
+    assert out[:, 1, 0].tolist() == [120, 0, 0]
+
+
+# --- bad input is a ValueError naming the argument ------------------------------------------------------
+
+def _packed_batch():
+    videos, lengths, plan = make_batch()
+    return videos, lengths, plan, [t.clone() for t in plan.packed()]
+
+
+def _call(videos, lengths, packed, size=SMALL.size, out_dtype=torch.float32, out=None):
+    return synthesize_packed(videos, lengths, *packed, size, out_dtype, out)
+
+
+BAD_INPUTS = {
+    "videos dtype": (lambda v, l, p: (v.float(), l, p), "videos"),
+    "videos rank": (lambda v, l, p: (v[0], l, p), "videos"),
+    "videos channels": (lambda v, l, p: (v[..., :2], l, p), "videos"),
+    "empty batch": (lambda v, l, p: (v[:0], [], p), "videos"),
+    "lengths count": (lambda v, l, p: (v, l[:-1], p), "lengths"),
+    "lengths beyond T": (lambda v, l, p: (v, [v.shape[1] + 1] + l[1:], p), "lengths"),
+    "lengths zero": (lambda v, l, p: (v, [0] + l[1:], p), "lengths"),
+    "source index": (lambda v, l, p: (v, l, [p[0].fill_(99), *p[1:]]), "sources"),
+    "negative source": (lambda v, l, p: (v, l, [p[0].fill_(-1), *p[1:]]), "sources"),
+    "frame beyond length": (lambda v, l, p: (v, l, [p[0], p[1].fill_(10_000), *p[2:]]), "background_frames"),
+    "action frame below -1": (lambda v, l, p: (v, l, [p[0], _set(p[1], (0, 1, 0), -2), *p[2:]]), "action_frames"),
+    "frames shape": (lambda v, l, p: (v, l, [p[0], p[1][:, :1], *p[2:]]), "frames"),
+    "empty plan": (lambda v, l, p: (v, l, [p[0][:0], p[1][:0], p[2][:0], p[3]]), "sources"),
+    "beta above 1": (lambda v, l, p: (v, l, [*p[:2], _set(p[2], (0, Col.BETA), 1.5), p[3]]), "beta"),
+    "crop outside": (lambda v, l, p: (v, l, [*p[:2], _set(p[2], (0, Col.CROP_X0), 1000.0), p[3]]), "crop left"),
+    "negative crop": (lambda v, l, p: (v, l, [*p[:2], _set(p[2], (1, Col.CROP_Y0), -1.0), p[3]]), "crop top"),
+    "zero crop": (lambda v, l, p: (v, l, [*p[:2], _set(p[2], (0, Col.SCALE_Y), 0.0), p[3]]), "crop height"),
+    "nan param": (lambda v, l, p: (v, l, [*p[:2], _set(p[2], (0, Col.HUE), float("nan")), p[3]]), "params"),
+    "flag not 0/1": (lambda v, l, p: (v, l, [*p[:2], _set(p[2], (0, Col.FLIP), 0.5), p[3]]), "flip"),
+    "order not a permutation": (lambda v, l, p: (v, l, [*p[:2], _set(p[2], (0, Col.ORDER0), 1.0), p[3]]),
+                                "jitter_order"),
+    "hue too large": (lambda v, l, p: (v, l, [*p[:2], _set(p[2], (0, Col.HUE), 0.7), p[3]]), "hue"),
+    "even blur taps": (lambda v, l, p: (v, l, [*p[:2], p[2][:, :-1], p[3]]), "params"),
+    "params dtype": (lambda v, l, p: (v, l, [*p[:2], p[2].double(), p[3]]), "params"),
+    "norm shape": (lambda v, l, p: (v, l, [*p[:3], p[3][:1]]), "norm"),
+}
+
+
+def _set(tensor, index, value):
+    tensor[index] = value
+    return tensor
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_raises_value_error_naming_it(name):
+    videos, lengths, plan, packed = _packed_batch()
+    mutate, expected = BAD_INPUTS[name]
+    with pytest.raises(ValueError, match=expected):
+        _call(*mutate(videos, lengths, packed))
+
+
+def test_bad_size_dtype_and_out():
+    videos, lengths, plan, packed = _packed_batch()
+    with pytest.raises(ValueError, match="out_dtype"):
+        _call(videos, lengths, packed, out_dtype=torch.float16)
+    with pytest.raises(ValueError, match="size"):
+        _call(videos, lengths, packed, size=0)
+    with pytest.raises(ValueError, match="blur radius"):
+        _call(videos, lengths, packed, size=2)
+    with pytest.raises(ValueError, match="out"):
+        _call(videos, lengths, packed, out=torch.empty(1))
+    good_shape = (plan.num_outputs, 3, plan.clips * plan.frames, plan.size, plan.size)
+    with pytest.raises(ValueError, match="out"):
+        _call(videos, lengths, packed, out=torch.empty(good_shape, dtype=torch.bfloat16))
+
+
+def test_short_video_is_an_error_not_a_wrap():
+    """A plan built for longer videos than the batch holds must not read past a video's usable length."""
+    videos, lengths, plan = make_batch(frames=40)
+    short = [5] * len(lengths)
+    with pytest.raises(ValueError, match="usable length"):
+        synthesize(videos, short, plan)
+
+
+# --- torch.library integration ---------------------------------------------------------------------------
+
+def test_opcheck():
+    videos, lengths, plan = make_batch(num_videos=3, frames=12, height=10, width=12,
+                                       config=PalConfig(clips=2, frames=2, size=8, max_region_clips=1, blur_kernel=3))
+    sources, frames, params, norm = plan.packed()
+    for out_dtype in DTYPES:
+        torch.library.opcheck(torch.ops.uptal.synthesize.default,
+                              (videos, sources, frames, params, norm, plan.size, out_dtype))
+    out = torch.empty(plan.num_outputs, 3, 4, 8, 8)
+    torch.library.opcheck(torch.ops.uptal.synthesize_into.default, (videos, sources, frames, params, norm, 8, out))
+
+
+@pytest.mark.slow
+def test_torch_compile_calls_the_op():
+    videos, lengths, plan = make_batch(num_videos=3, frames=12, height=10, width=12,
+                                       config=PalConfig(clips=2, frames=2, size=8, max_region_clips=1, blur_kernel=3))
+    packed = plan.packed()
+
+    def step(videos, sources, frames, params, norm):
+        clips = torch.ops.uptal.synthesize(videos, sources, frames, params, norm, 8, torch.float32)
+        return clips.mean(dim=(2, 3, 4))                                         # [M, 3]
+
+    compiled = torch.compile(step, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(videos, *packed), step(videos, *packed), rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+def test_cuda_reads_device_videos_and_writes_on_the_current_stream():
+    videos, lengths, plan = make_batch(config=CONFIGS["all augmentations"])
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        out = synthesize(videos.cuda(), lengths, plan, out_dtype=torch.float32)
+    stream.synchronize()
+    assert out.device.type == "cuda"
+    assert torch.equal(out.cpu(), synthesize_ref(videos, *plan.packed(), plan.size, torch.float32))
