@@ -1,0 +1,655 @@
+"""Probe videos and decode time windows of them at a fixed frame rate and size (PyAV / FFmpeg).
+
+Two questions, one per function:
+
+- `probe(path) -> VideoInfo`: what is this file (duration, frame rate, size, codec), and is it usable?
+  Bad files raise `VideoError(path, reason)` with `reason` one of `VIDEO_ERROR_REASONS`.
+- `decode_window(path, start_sec, num_frames, fps, height, width) -> DecodedWindow`: the frames shown at
+  times ``start_sec + k / fps`` (k = 0 .. num_frames - 1), as uint8 RGB [T, H, W, 3].
+
+Sampling is by presentation time, never by frame index: for each target time the frame shown is the latest
+frame whose timestamp is <= that time (a frame stays on screen until the next one starts). This is what makes
+variable frame rate files, files whose header frame count is wrong, and files with dropped / held frames come
+out right. Target times before the first frame take the first frame; targets at or after the end of the last
+frame get nothing: the window is then shorter, and `DecodedWindow.length` says by how much (no padding).
+
+Time 0 is the video stream's start time, so ``0 <= t < VideoInfo.duration`` covers the whole video.
+
+Every call opens its own container and always closes it, so calls are independent and safe to run from
+several threads or DataLoader workers at once. `av` is imported on first use, not when this module is.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import av
+
+__all__ = [
+    "VIDEO_ERROR_REASONS",
+    "VideoError",
+    "VideoInfo",
+    "DecodedWindow",
+    "Decoder",
+    "PyAVDecoder",
+    "probe",
+    "decode_window",
+]
+
+#: Why a file cannot be used, as `VideoError.reason`:
+#: - "missing": no such file (or it is not a regular file).
+#: - "empty": the file has zero bytes.
+#: - "not_a_video": FFmpeg cannot read it as a container, or it holds no video stream (audio only, an image).
+#: - "undecodable": a video container, but not a single video frame decodes (unknown codec, corrupt data,
+#:   or a recognised container FFmpeg cannot parse, e.g. an MP4 whose index was never written).
+#: - "truncated": the file is cut short: its own structure (MP4 box sizes, AVI RIFF size) promises more bytes
+#:   than it has, or reading stops with an error after some frames were read.
+VIDEO_ERROR_REASONS = ("missing", "empty", "not_a_video", "undecodable", "truncated")
+
+# Demuxer names of single-image formats: FFmpeg opens a PNG or JPEG as a one-frame "video".
+_IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "gif", "webp_pipe", "tiff_pipe", "apng")
+
+
+class VideoError(ValueError):
+    """A video file cannot be used; `path` names it and `reason` (one of `VIDEO_ERROR_REASONS`) says why."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, detail: str = "") -> None:
+        if reason not in VIDEO_ERROR_REASONS:
+            raise ValueError(f"VideoError reason must be one of {VIDEO_ERROR_REASONS}, got {reason!r}")
+        self.path = Path(path)
+        self.reason = reason
+        self.detail = detail
+        message = f"{self.path}: {reason}" + (f" ({detail})" if detail else "")
+        super().__init__(message)
+
+    def __reduce__(self):  # keep path/reason/detail when pickled across processes
+        return (type(self), (str(self.path), self.reason, self.detail))
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What `probe` learns about a video file.
+
+    duration: seconds from the video stream's start to the end of its last frame, measured from the packets
+        actually in the file (not the header).
+    fps: the video stream's average frame rate (the container's nominal rate).
+    num_frames: frames stored in the file (non-empty video packets, counted by demuxing, never taken from the
+        header: tree.avi's header says 444 frames and 68 decode). A file may hold a frame for several periods
+        (dropped-frame AVIs, variable frame rate), so duration * fps can exceed num_frames.
+    height, width: size of the decoded frames.
+    codec, pix_fmt: FFmpeg names of the video codec and of the decoded pixel format.
+    has_audio: the container also has at least one audio stream.
+    """
+
+    path: Path
+    duration: float
+    fps: float
+    num_frames: int
+    height: int
+    width: int
+    codec: str
+    pix_fmt: str
+    has_audio: bool
+
+
+@dataclass(frozen=True)
+class DecodedWindow:
+    """Frames of one time window.
+
+    frames: uint8 RGB [length, H, W, 3]; a view of the caller's `out` tensor when one was given.
+    timestamps: float64 [length], presentation time in seconds of the source frame shown at each position
+        (non-decreasing; equal neighbours mean the same source frame was shown twice).
+    length: how many frames were decoded (<= num_frames; fewer when the video ends inside the window).
+    """
+
+    frames: torch.Tensor      # [length, H, W, 3] uint8
+    timestamps: torch.Tensor  # [length] float64
+    length: int
+
+
+@runtime_checkable
+class Decoder(Protocol):
+    """A video backend: `PyAVDecoder` is the default; another backend implements these two methods."""
+
+    def probe(self, path: str | os.PathLike) -> VideoInfo:
+        """Describe a file; raise `VideoError` for files that cannot be used."""
+        ...
+
+    def decode_window(
+        self,
+        path: str | os.PathLike,
+        start_sec: float,
+        num_frames: int,
+        fps: float,
+        height: int | None = None,
+        width: int | None = None,
+        *,
+        out: torch.Tensor | None = None,
+    ) -> DecodedWindow:
+        """Decode the frames shown at start_sec + k / fps, k < num_frames (see the module docstring)."""
+        ...
+
+
+# ----------------------------------------------------------------------------------------------------------
+# File checks that need no FFmpeg
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _check_file(path: Path) -> int:
+    """Raise VideoError 'missing' / 'empty' / 'not_a_video' for paths that cannot be a video; return size."""
+    if not path.exists():
+        raise VideoError(path, "missing", "no such file")
+    if not path.is_file():
+        raise VideoError(path, "not_a_video", "not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise VideoError(path, "empty", "0 bytes")
+    return size
+
+
+def _iso_bmff_cut_short(head: bytes, read_at, size: int) -> bool | None:
+    """Walk the top-level boxes of an MP4/MOV file; True when a box runs past the end of the file.
+
+    Returns None when the file does not look like ISO-BMFF. `read_at(offset, n)` reads n bytes at offset.
+    """
+    if len(head) < 8 or head[4:8] not in (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide"):
+        return None
+    offset = 0
+    while offset < size:
+        header = read_at(offset, 16)
+        if len(header) < 8:
+            return True
+        box_size = int.from_bytes(header[:4], "big")
+        if box_size == 1:  # 64-bit size follows the type
+            if len(header) < 16:
+                return True
+            box_size = int.from_bytes(header[8:16], "big")
+        elif box_size == 0:  # box extends to the end of the file
+            return False
+        if box_size < 8:
+            return None  # not a sane box: let FFmpeg's verdict stand
+        offset += box_size
+    return offset > size
+
+
+def _riff_cut_short(head: bytes, size: int) -> bool | None:
+    """True when an AVI's RIFF header declares more bytes than the file has; None when not a RIFF AVI."""
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] not in (b"AVI ", b"AVIX"):
+        return None
+    declared = int.from_bytes(head[4:8], "little")
+    return declared > 0 and declared + 8 > size
+
+
+def _container_cut_short(path: Path) -> bool | None:
+    """Does the container's own structure say the file is cut short? None: not a format we can check."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(16)
+
+        def read_at(offset: int, n: int) -> bytes:
+            f.seek(offset)
+            return f.read(n)
+
+        riff = _riff_cut_short(head, size)
+        return riff if riff is not None else _iso_bmff_cut_short(head, read_at, size)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Opening
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _import_av():
+    """Import PyAV on first use (importing uptal.data must stay light)."""
+    import av
+
+    return av
+
+
+def _open(path: Path) -> "av.container.InputContainer":
+    """Open a container for reading, turning FFmpeg's refusal into a VideoError with a reason."""
+    av = _import_av()
+    try:
+        return av.open(str(path), mode="r", metadata_errors="ignore")
+    except av.FFmpegError as e:
+        cut = _container_cut_short(path)
+        if cut:
+            raise VideoError(path, "truncated", f"the container ends early; FFmpeg: {e}") from e
+        if cut is False:  # a recognised video container that FFmpeg cannot parse
+            raise VideoError(path, "undecodable", f"FFmpeg cannot read the container: {e}") from e
+        raise VideoError(path, "not_a_video", f"FFmpeg cannot read it: {e}") from e
+
+
+def _video_stream(container, path: Path, threads: int):
+    """The first video stream, set up for decoding with `threads` threads; VideoError when there is none."""
+    if container.format.name in _IMAGE_FORMATS:
+        raise VideoError(path, "not_a_video", f"a still image ({container.format.name})")
+    if not container.streams.video:
+        if _container_cut_short(path):  # e.g. an MP4 cut inside its index: the streams are not all there
+            raise VideoError(path, "truncated", "no video stream, and the container ends early")
+        kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+        raise VideoError(path, "not_a_video", f"no video stream (has {', '.join(kinds)})")
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        raise VideoError(path, "undecodable", "FFmpeg has no decoder for the video stream's codec")
+    stream.codec_context.thread_count = threads
+    stream.codec_context.thread_type = "AUTO" if threads != 1 else "SLICE"
+    return stream
+
+
+def _origin(stream) -> int:
+    """Stream ticks that map to time 0 (the stream's start time)."""
+    return stream.start_time if stream.start_time is not None else 0
+
+
+def _nominal_period(stream) -> float:
+    """Seconds per frame at the stream's nominal rate (used for frames that carry no duration)."""
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return 1.0 / float(rate)
+    return 1.0 / 25.0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Probe
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Scan:
+    """What one demuxing pass over the video stream found."""
+
+    packets: int = 0               # non-empty video packets
+    end_ticks: int | None = None   # max over packets of pts + duration
+    first_frame: Any = None        # first decoded av.VideoFrame
+    decode_errors: int = 0
+    last_error: str = ""
+
+
+def _scan_packets(container, stream, path: Path) -> _Scan:
+    """Demux the whole video stream (cheap: no decoding) and decode until the first frame comes out."""
+    av = _import_av()
+    scan = _Scan()
+    period_ticks = max(1, round(_nominal_period(stream) / float(stream.time_base)))
+    try:
+        for packet in container.demux(stream):
+            if packet.size:
+                scan.packets += 1
+                ticks = packet.pts if packet.pts is not None else packet.dts
+                if ticks is not None:
+                    end = ticks + (packet.duration or period_ticks)
+                    scan.end_ticks = end if scan.end_ticks is None else max(scan.end_ticks, end)
+            if scan.first_frame is None:
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError as e:
+                    scan.decode_errors += 1
+                    scan.last_error = str(e)
+                    continue
+                if frames:
+                    scan.first_frame = frames[0]
+    except av.FFmpegError as e:
+        reason = "truncated" if scan.packets else "undecodable"
+        raise VideoError(path, reason, f"reading stopped after {scan.packets} packets: {e}") from e
+    return scan
+
+
+def _probe_duration(container, stream, scan: _Scan) -> float:
+    """Seconds from the stream start to the end of the last packet; the header's word when packets lack times."""
+    if scan.end_ticks is not None:
+        return float((scan.end_ticks - _origin(stream)) * stream.time_base)
+    if stream.duration:
+        return float(stream.duration * stream.time_base)
+    return container.duration / 1_000_000 if container.duration else 0.0
+
+
+def _probe_fps(stream, scan: _Scan, duration: float) -> float:
+    """The stream's average frame rate, else another rate FFmpeg guessed, else frames per second counted."""
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return float(rate)
+    return scan.packets / duration if duration > 0 else 0.0
+
+
+def _probe(path: Path, threads: int) -> VideoInfo:
+    """`PyAVDecoder.probe` body."""
+    _check_file(path)
+    cut = _container_cut_short(path)
+    with _open(path) as container:
+        stream = _video_stream(container, path, threads)
+        if cut:
+            raise VideoError(path, "truncated", "the container declares more bytes than the file has")
+        scan = _scan_packets(container, stream, path)
+        if scan.first_frame is None:
+            detail = f"{scan.packets} packets, no frame decoded"
+            raise VideoError(path, "undecodable", detail + (f"; last error: {scan.last_error}" if scan.last_error else ""))
+        duration = _probe_duration(container, stream, scan)
+        first = scan.first_frame
+        return VideoInfo(
+            path=path,
+            duration=duration,
+            fps=_probe_fps(stream, scan, duration),
+            num_frames=scan.packets,
+            height=first.height,
+            width=first.width,
+            codec=stream.codec_context.name,
+            pix_fmt=first.format.name,
+            has_audio=len(container.streams.audio) > 0,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Decode: timestamps, selection, conversion
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Timed:
+    """A decoded frame with its presentation time and how long it stays on screen (seconds)."""
+
+    time: float
+    duration: float
+    frame: Any  # av.VideoFrame
+
+
+def _decoded_frames(container, stream, path: Path, errors: list[str]) -> Iterator[Any]:
+    """Decode the video stream from the current position; packets that fail to decode are skipped and noted."""
+    av = _import_av()
+    decoded = 0
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as e:  # corrupt packet: skip it, as the ffmpeg tool does
+                errors.append(str(e))
+                continue
+            decoded += len(frames)
+            yield from frames
+    except av.FFmpegError as e:
+        reason = "truncated" if decoded else "undecodable"
+        raise VideoError(path, reason, f"reading stopped after {decoded} frames: {e}") from e
+
+
+def _timed_frames(frames: Iterator[Any], stream) -> Iterator[_Timed]:
+    """Attach presentation times (seconds from the stream start) to decoded frames, strictly increasing.
+
+    Frames leave the decoder in display order, so their times must increase. Timestamps are the frames'
+    pts unless those go backwards (packed B-frames in AVI give out-of-order pts while dts is right): from
+    then on dts is used, and the frame held back one step is re-timed by its dts as well. A frame without a
+    usable timestamp is placed one frame duration after the previous one.
+    """
+    tb, origin = stream.time_base, _origin(stream)
+    period_ticks = max(1, round(_nominal_period(stream) / float(tb)))
+    use_dts, last_pts = False, None
+    held: list = []  # [ticks, frame] of the frame not yet yielded (one frame of look-ahead)
+
+    def duration_ticks(frame) -> int:
+        return frame.duration if frame.duration and frame.duration > 0 else period_ticks
+
+    def emit(ticks: int, frame) -> _Timed:
+        return _Timed(float((ticks - origin) * tb), float(duration_ticks(frame) * tb), frame)
+
+    for frame in frames:
+        pts = frame.pts
+        if not use_dts and pts is not None and last_pts is not None and pts <= last_pts and frame.dts is not None:
+            use_dts = True
+            if held and held[1].dts is not None:
+                held[0] = held[1].dts
+        last_pts = pts if pts is not None else last_pts
+        ticks = frame.dts if use_dts else pts
+        if ticks is None:
+            ticks = pts if pts is not None else frame.dts
+        if held:
+            prev_end = held[0] + duration_ticks(held[1])
+            if ticks is None or ticks <= held[0]:
+                ticks = prev_end
+            yield emit(*held)
+        elif ticks is None:
+            ticks = origin
+        held = [ticks, frame]
+    if held:
+        yield emit(*held)
+
+
+def _select(timed: Iterator[_Timed], targets: list[float], eps: float) -> Iterator[tuple[int, _Timed]]:
+    """For each target time, in order, yield (k, frame shown at targets[k]).
+
+    The frame shown is the latest one with time <= target (+ eps for timestamp rounding); targets before the
+    first frame take the first frame; targets at or after the end of the last frame are not yielded.
+    """
+    k, n = 0, len(targets)
+    prev: _Timed | None = None
+    for cur in timed:
+        while k < n and targets[k] < cur.time - eps:
+            yield k, prev if prev is not None else cur
+            k += 1
+        if k >= n:
+            return
+        prev = cur
+    if prev is not None:
+        end = prev.time + prev.duration
+        while k < n and targets[k] < end - eps:
+            yield k, prev
+            k += 1
+
+
+def _assume_encoder_version(container, stream) -> None:
+    """Before a seek, tell FFmpeg's H.264 decoder which x264 wrote the stream.
+
+    x264 records its version in an SEI message of the first frame only; FFmpeg uses it to undo old x264
+    bugs (builds < 151 wrote 4:4:4 streams, e.g. cockatoo.mp4, that decode to green garbage without the fix).
+    A decode that starts at a later keyframe never sees that SEI, so read it here and pass it as the
+    decoder's `x264_build` option.
+    """
+    if stream.codec_context.name != "h264":
+        return
+    av = _import_av()
+    try:
+        first = next((p for p in container.demux(stream) if p.size), None)
+    except av.FFmpegError:
+        return
+    match = re.search(rb"x264 - core (\d+)", bytes(first)) if first is not None else None
+    if match and int(match.group(1)) > 0:
+        stream.codec_context.options = {**stream.codec_context.options, "x264_build": match.group(1).decode()}
+
+
+def _seek_schedule(start_sec: float) -> list[float | None]:
+    """Where to seek before decoding, tried in order (None: decode from the start, no seek)."""
+    if start_sec <= 0:
+        return [None]
+    return [start_sec] + ([start_sec - 3.0] if start_sec > 3.0 else []) + [None]
+
+
+class _Converter:
+    """Resize + convert to RGB inside FFmpeg (swscale), one frame at a time, reusing one scaler per call."""
+
+    def __init__(self, height: int | None, width: int | None, interpolation: str, threads: int) -> None:
+        from av.video.reformatter import VideoReformatter
+
+        self._reformatter = VideoReformatter()
+        self.height, self.width = height, width
+        self.interpolation, self.threads = interpolation, threads
+
+    def __call__(self, frame) -> np.ndarray:
+        """[H, W, 3] uint8 RGB of one av.VideoFrame (the first frame fixes H, W when they were not given)."""
+        if self.height is None or self.width is None:
+            self.height = self.height or frame.height
+            self.width = self.width or frame.width
+        rgb = self._reformatter.reformat(
+            frame, width=self.width, height=self.height, format="rgb24",
+            interpolation=self.interpolation, threads=self.threads,
+        )
+        return rgb.to_ndarray()  # [H, W, 3]
+
+
+def _validate_window_args(start_sec, num_frames, fps, height, width, out) -> tuple[int | None, int | None]:
+    """Check decode_window's arguments (ValueError naming the argument); return the output height, width."""
+    if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
+        raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
+    if not isinstance(start_sec, (int, float, Fraction, np.number)) or not math.isfinite(start_sec) or start_sec < 0:
+        raise ValueError(f"start_sec must be a finite number >= 0, got {start_sec!r}")
+    if not isinstance(fps, (int, float, Fraction, np.number)) or not math.isfinite(fps) or fps <= 0:
+        raise ValueError(f"fps must be a finite number > 0, got {fps!r}")
+    for name, value in (("height", height), ("width", width)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"{name} must be a positive int or None (native size), got {value!r}")
+    if out is None:
+        return height, width
+    if not isinstance(out, torch.Tensor) or out.dtype != torch.uint8 or out.device.type != "cpu":
+        raise ValueError("out must be a CPU uint8 torch.Tensor [>= num_frames, H, W, 3]")
+    if out.dim() != 4 or out.shape[0] < num_frames or out.shape[3] != 3 or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous [>= {num_frames}, H, W, 3] tensor, got shape {tuple(out.shape)}")
+    height = out.shape[1] if height is None else height
+    width = out.shape[2] if width is None else width
+    if (out.shape[1], out.shape[2]) != (height, width):
+        raise ValueError(f"out has H, W = {tuple(out.shape[1:3])}, but height, width = ({height}, {width})")
+    return height, width
+
+
+def _decode_pass(container, stream, path, seek_sec, targets, eps, convert, sink) -> int | None:
+    """Decode the targets after seeking to seek_sec; frames go to sink(k, array, time). Returns how many.
+
+    Returns None when the seek failed, found nothing, or landed after the first target (the caller then
+    retries from earlier).
+    """
+    av = _import_av()
+    if seek_sec is not None:
+        _assume_encoder_version(container, stream)
+        try:
+            container.seek(_origin(stream) + math.floor(seek_sec / stream.time_base), stream=stream, backward=True)
+        except av.FFmpegError:
+            return None
+    errors: list[str] = []
+    timed = _timed_frames(_decoded_frames(container, stream, path, errors), stream)
+    first = next(timed, None)
+    if first is None:
+        if seek_sec is not None:
+            return None  # nothing after the seek point: make sure from the start
+        if errors:
+            raise VideoError(path, "undecodable", f"no frame decoded; last error: {errors[-1]}")
+        return 0
+    if seek_sec is not None and first.time > targets[0] + eps:
+        return None
+
+    def chain() -> Iterator[_Timed]:
+        yield first
+        yield from timed
+
+    length, shown, array = 0, None, None
+    for k, item in _select(chain(), targets, eps):
+        if item is not shown:
+            shown, array = item, convert(item.frame)
+        sink(k, array, item.time)
+        length = k + 1
+    return length
+
+
+class PyAVDecoder:
+    """The default `Decoder`: PyAV (FFmpeg) demuxing, decoding and swscale resizing.
+
+    threads: decoder and scaler threads per call (1 suits DataLoader workers; 0 lets FFmpeg choose).
+    interpolation: swscale algorithm name ("BILINEAR", "AREA", "BICUBIC", ...).
+    """
+
+    def __init__(self, threads: int = 1, interpolation: str = "BILINEAR") -> None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise ValueError(f"threads must be an int >= 0, got {threads!r}")
+        self.threads = threads
+        self.interpolation = interpolation
+
+    def probe(self, path: str | os.PathLike) -> VideoInfo:
+        """Describe a video file (see `VideoInfo`); raise `VideoError` for files that cannot be used."""
+        return _probe(Path(path), self.threads)
+
+    def decode_window(
+        self,
+        path: str | os.PathLike,
+        start_sec: float,
+        num_frames: int,
+        fps: float,
+        height: int | None = None,
+        width: int | None = None,
+        *,
+        out: torch.Tensor | None = None,
+    ) -> DecodedWindow:
+        """Decode the frames shown at start_sec + k / fps for k < num_frames, resized to height x width.
+
+        height / width None keep the video's own size. out: optional uint8 [>= num_frames, H, W, 3] tensor
+        (e.g. pinned memory) that receives the frames; rows past `length` are left untouched.
+        """
+        path = Path(path)
+        height, width = _validate_window_args(start_sec, num_frames, fps, height, width, out)
+        _check_file(path)
+        targets = [float(start_sec) + k / float(fps) for k in range(int(num_frames))]
+        convert = _Converter(height, width, self.interpolation, self.threads)
+        arrays: list[np.ndarray] = []
+        times = np.zeros(len(targets), dtype=np.float64)  # [num_frames]
+
+        def sink(k: int, array: np.ndarray, time: float) -> None:
+            times[k] = time
+            if out is not None:
+                out[k].numpy()[...] = array
+            else:
+                arrays.append(array)
+
+        for seek_sec in _seek_schedule(float(start_sec)):
+            arrays.clear()
+            with _open(path) as container:
+                stream = _video_stream(container, path, self.threads)
+                eps = min(float(stream.time_base), 0.1 / float(fps)) + 1e-9
+                length = _decode_pass(container, stream, path, seek_sec, targets, eps, convert, sink)
+                native = (stream.codec_context.height, stream.codec_context.width)
+            if length is not None:
+                break
+        return _window(arrays, times, length, out, convert, native)
+
+    def __repr__(self) -> str:
+        return f"PyAVDecoder(threads={self.threads}, interpolation={self.interpolation!r})"
+
+
+def _window(arrays, times, length, out, convert: _Converter, native) -> DecodedWindow:
+    """Package the decoded frames as a DecodedWindow (a view of `out` when given)."""
+    timestamps = torch.from_numpy(times[:length].copy())  # [length] float64
+    if out is not None:
+        frames = out[:length]
+    elif arrays:
+        frames = torch.from_numpy(np.stack(arrays))  # [length, H, W, 3]
+    else:
+        height, width = convert.height or native[0], convert.width or native[1]
+        frames = torch.empty((0, height, width, 3), dtype=torch.uint8)
+    return DecodedWindow(frames=frames, timestamps=timestamps, length=length)
+
+
+_DEFAULT = PyAVDecoder()
+
+
+def probe(path: str | os.PathLike, *, decoder: Decoder | None = None) -> VideoInfo:
+    """Describe a video file with `decoder` (default: PyAVDecoder()); see `VideoInfo` and `VideoError`."""
+    return (decoder or _DEFAULT).probe(path)
+
+
+def decode_window(
+    path: str | os.PathLike,
+    start_sec: float,
+    num_frames: int,
+    fps: float,
+    height: int | None = None,
+    width: int | None = None,
+    *,
+    out: torch.Tensor | None = None,
+    decoder: Decoder | None = None,
+) -> DecodedWindow:
+    """Decode the frames shown at start_sec + k / fps (k < num_frames) as uint8 RGB [T, H, W, 3].
+
+    See the module docstring for the sampling rule; `decoder` defaults to PyAVDecoder().
+    """
+    return (decoder or _DEFAULT).decode_window(path, start_sec, num_frames, fps, height, width, out=out)
