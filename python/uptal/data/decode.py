@@ -10,8 +10,10 @@ Two questions, one per function:
 Sampling is by presentation time, never by frame index: for each target time the frame shown is the latest
 frame whose timestamp is <= that time (a frame stays on screen until the next one starts). This is what makes
 variable frame rate files, files whose header frame count is wrong, and files with dropped / held frames come
-out right. Target times before the first frame take the first frame; targets at or after the end of the last
-frame get nothing: the window is then shorter, and `DecodedWindow.length` says by how much (no padding).
+out right. Timestamps stored in coarse ticks are rounded, so a frame that starts at most `_tolerance` after a
+target (half a time-base tick, and never more than 5% of a frame period) counts as shown at it. Target times
+before the first frame take the first frame; targets at or after the end of the last frame get nothing: the
+window is then shorter, and `DecodedWindow.length` says by how much (no padding).
 
 Time 0 is the video stream's start time, so ``0 <= t < VideoInfo.duration`` covers the whole video.
 
@@ -20,6 +22,7 @@ several threads or DataLoader workers at once. `av` is imported on first use, no
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -56,7 +59,11 @@ __all__ = [
 VIDEO_ERROR_REASONS = ("missing", "empty", "not_a_video", "undecodable", "truncated")
 
 # Demuxer names of single-image formats: FFmpeg opens a PNG or JPEG as a one-frame "video".
-_IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "gif", "webp_pipe", "tiff_pipe", "apng")
+_IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe")
+
+# swscale algorithms PyAV knows by name (PyAVDecoder's `interpolation`).
+_INTERPOLATIONS = ("FAST_BILINEAR", "BILINEAR", "BICUBIC", "X", "POINT", "AREA", "BICUBLIN", "GAUSS", "SINC",
+                   "LANCZOS", "SPLINE")
 
 
 class VideoError(ValueError):
@@ -144,16 +151,14 @@ class Decoder(Protocol):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _check_file(path: Path) -> int:
-    """Raise VideoError 'missing' / 'empty' / 'not_a_video' for paths that cannot be a video; return size."""
+def _check_file(path: Path) -> None:
+    """Raise VideoError 'missing' / 'empty' / 'not_a_video' for paths that cannot be a video."""
     if not path.exists():
         raise VideoError(path, "missing", "no such file")
     if not path.is_file():
         raise VideoError(path, "not_a_video", "not a regular file")
-    size = path.stat().st_size
-    if size == 0:
+    if path.stat().st_size == 0:
         raise VideoError(path, "empty", "0 bytes")
-    return size
 
 
 def _iso_bmff_cut_short(head: bytes, read_at, size: int) -> bool | None:
@@ -269,7 +274,7 @@ class _Scan:
     """What one demuxing pass over the video stream found."""
 
     packets: int = 0               # non-empty video packets
-    end_ticks: int | None = None   # max over packets of pts + duration
+    end_ticks: int | None = None   # end of the last frame shown: its pts + its packet's duration
     first_frame: Any = None        # first decoded av.VideoFrame
     decode_errors: int = 0
     last_error: str = ""
@@ -280,14 +285,14 @@ def _scan_packets(container, stream, path: Path) -> _Scan:
     av = _import_av()
     scan = _Scan()
     period_ticks = max(1, round(_nominal_period(stream) / float(stream.time_base)))
+    last = None  # latest presentation timestamp seen
     try:
         for packet in container.demux(stream):
             if packet.size:
                 scan.packets += 1
                 ticks = packet.pts if packet.pts is not None else packet.dts
-                if ticks is not None:
-                    end = ticks + (packet.duration or period_ticks)
-                    scan.end_ticks = end if scan.end_ticks is None else max(scan.end_ticks, end)
+                if ticks is not None and (last is None or ticks >= last):
+                    last, scan.end_ticks = ticks, ticks + (packet.duration or period_ticks)
             if scan.first_frame is None:
                 try:
                     frames = packet.decode()
@@ -330,8 +335,8 @@ def _probe(path: Path, threads: int) -> VideoInfo:
             raise VideoError(path, "truncated", "the container declares more bytes than the file has")
         scan = _scan_packets(container, stream, path)
         if scan.first_frame is None:
-            detail = f"{scan.packets} packets, no frame decoded"
-            raise VideoError(path, "undecodable", detail + (f"; last error: {scan.last_error}" if scan.last_error else ""))
+            detail = f"{scan.packets} packets, no frame decoded, {scan.decode_errors} decode errors"
+            raise VideoError(path, "undecodable", detail + (f"; last: {scan.last_error}" if scan.last_error else ""))
         duration = _probe_duration(container, stream, scan)
         first = scan.first_frame
         return VideoInfo(
@@ -462,6 +467,15 @@ def _assume_encoder_version(container, stream) -> None:
         stream.codec_context.options = {**stream.codec_context.options, "x264_build": match.group(1).decode()}
 
 
+def _tolerance(stream) -> float:
+    """Seconds by which a frame may start after a target time and still count as shown at it.
+
+    Covers timestamps rounded to the stream's time base (half a tick: e.g. 29.97 fps stored in milliseconds),
+    but never more than 5% of a frame period (when one tick is one frame, timestamps are exact).
+    """
+    return min(0.5 * float(stream.time_base), 0.05 * _nominal_period(stream)) + 1e-6
+
+
 def _seek_schedule(start_sec: float) -> list[float | None]:
     """Where to seek before decoding, tried in order (None: decode from the start, no seek)."""
     if start_sec <= 0:
@@ -515,39 +529,52 @@ def _validate_window_args(start_sec, num_frames, fps, height, width, out) -> tup
     return height, width
 
 
+def _seek(container, stream, seek_sec: float | None) -> bool:
+    """Position the demuxer at the last keyframe at or before seek_sec (None: stay at the start)."""
+    if seek_sec is None:
+        return True
+    av = _import_av()
+    _assume_encoder_version(container, stream)
+    try:
+        container.seek(_origin(stream) + math.floor(seek_sec / stream.time_base), stream=stream, backward=True)
+    except av.FFmpegError:
+        return False
+    return True
+
+
 def _decode_pass(container, stream, path, seek_sec, targets, eps, convert, sink) -> int | None:
     """Decode the targets after seeking to seek_sec; frames go to sink(k, array, time). Returns how many.
 
     Returns None when the seek failed, found nothing, or landed after the first target (the caller then
     retries from earlier).
     """
-    av = _import_av()
-    if seek_sec is not None:
-        _assume_encoder_version(container, stream)
-        try:
-            container.seek(_origin(stream) + math.floor(seek_sec / stream.time_base), stream=stream, backward=True)
-        except av.FFmpegError:
-            return None
-    errors: list[str] = []
-    timed = _timed_frames(_decoded_frames(container, stream, path, errors), stream)
-    first = next(timed, None)
-    if first is None:
-        if seek_sec is not None:
-            return None  # nothing after the seek point: make sure from the start
-        if errors:
-            raise VideoError(path, "undecodable", f"no frame decoded; last error: {errors[-1]}")
-        return 0
-    if seek_sec is not None and first.time > targets[0] + eps:
+    if not _seek(container, stream, seek_sec):
         return None
+    errors: list[str] = []
+    decoded = _decoded_frames(container, stream, path, errors)
+    timed = _timed_frames(decoded, stream)
+    try:
+        first = next(timed, None)
+        if first is None:
+            if seek_sec is not None:
+                return None  # nothing after the seek point: make sure, from the start
+            if errors:
+                raise VideoError(path, "undecodable", f"no frame decoded; last error: {errors[-1]}")
+            return 0
+        if seek_sec is not None and first.time > targets[0] + eps:
+            return None  # the seek overshot the window start
+        return _fill(itertools.chain([first], timed), targets, eps, convert, sink)
+    finally:  # stop decoding before the container closes
+        timed.close()
+        decoded.close()
 
-    def chain() -> Iterator[_Timed]:
-        yield first
-        yield from timed
 
+def _fill(timed: Iterator[_Timed], targets: list[float], eps: float, convert, sink) -> int:
+    """Send the frame shown at each target to sink(k, rgb array, time), converting each source frame once."""
     length, shown, array = 0, None, None
-    for k, item in _select(chain(), targets, eps):
+    for k, item in _select(timed, targets, eps):
         if item is not shown:
-            shown, array = item, convert(item.frame)
+            shown, array = item, convert(item.frame)  # [H, W, 3]
         sink(k, array, item.time)
         length = k + 1
     return length
@@ -563,6 +590,8 @@ class PyAVDecoder:
     def __init__(self, threads: int = 1, interpolation: str = "BILINEAR") -> None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise ValueError(f"threads must be an int >= 0, got {threads!r}")
+        if interpolation not in _INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
         self.threads = threads
         self.interpolation = interpolation
 
@@ -605,7 +634,7 @@ class PyAVDecoder:
             arrays.clear()
             with _open(path) as container:
                 stream = _video_stream(container, path, self.threads)
-                eps = min(float(stream.time_base), 0.1 / float(fps)) + 1e-9
+                eps = _tolerance(stream)
                 length = _decode_pass(container, stream, path, seek_sec, targets, eps, convert, sink)
                 native = (stream.codec_context.height, stream.codec_context.width)
             if length is not None:
