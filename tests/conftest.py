@@ -15,6 +15,15 @@ def available_devices() -> list[str]:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Run torch single-threaded (the test machines are small and shared), restore afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real test material not found at {SHARED_DATA} (../shared/data beside the checkout)")

@@ -3,6 +3,7 @@
     uptal info                       versions, native modules, which implementation each op uses
     uptal demo [--out DIR]           write the demo videos, plan a PAL batch, synthesize it, save a picture
     uptal evaluate ...               ActivityNet-style detection / proposal / grounding metrics
+    uptal data check|shard ...       report unusable files of a data set; write it as tar shards
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .eval.command import add_subcommand as add_evaluate
     add_evaluate(commands)
+    from .data.command import add_subcommand as add_data
+    add_data(commands)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from broken import Dataset, make_dataset
 from datahelpers import VFR_PTS_MS, id_frame, write_video
 
 # The real test material lives in shared/data beside the repository checkout (read-only, never copied in).
@@ -14,12 +14,8 @@ SHARED_DATA = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").r
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The test machines are small and shared: run torch single-threaded here, restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_torch_thread(one_torch_thread):
+    """Every test here runs torch single-threaded (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +47,9 @@ def vfr_video(tmp_path_factory) -> Path:
 def noise_frames() -> np.ndarray:
     """40 frames of random texture (hard to compress, so a cut file still holds several frames)."""
     return np.random.default_rng(0).integers(0, 256, (40, 48, 64, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def broken_dataset(tmp_path_factory, noise_frames) -> Dataset:
+    """A folder with every kind of bad file, 4 usable videos and TXT / CSV lists of it (see broken.py)."""
+    return make_dataset(tmp_path_factory.mktemp("broken") / "videos", noise_frames)

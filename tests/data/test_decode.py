@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from broken import cut, zero_video_payload
 from datahelpers import VFR_PTS_MS, id_frame, read_ids, write_video
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -82,22 +83,6 @@ def _write_audio_only(path: Path) -> Path:
     return path
 
 
-def _cut(src: Path, dst: Path, fraction: float) -> Path:
-    data = src.read_bytes()
-    dst.write_bytes(data[: int(len(data) * fraction)])
-    return dst
-
-
-def _zero_mdat_payload(src: Path, dst: Path) -> Path:
-    """Keep an MP4's structure but replace all coded video data by zeros."""
-    data = bytearray(src.read_bytes())
-    at = data.find(b"mdat")
-    size = int.from_bytes(data[at - 4:at], "big")
-    data[at + 4:at - 4 + size] = bytes(size - 8)
-    dst.write_bytes(bytes(data))
-    return dst
-
-
 @pytest.fixture
 def bad_files(tmp_path, cfr_video, noise_frames) -> dict[str, tuple[Path, str]]:
     """name -> (path, the reason probe must give)."""
@@ -121,10 +106,10 @@ def bad_files(tmp_path, cfr_video, noise_frames) -> dict[str, tuple[Path, str]]:
         "folder": (tmp_path / "folder.mp4", "not_a_video"),
         "still image": (tmp_path / "still.png", "not_a_video"),
         "audio only": (_write_audio_only(tmp_path / "tone.wav"), "not_a_video"),
-        "mp4 cut (index at the end)": (_cut(mp4, tmp_path / "cut.mp4", 0.6), "truncated"),
-        "mp4 cut (index first)": (_cut(faststart, tmp_path / "cut_fs.mp4", 0.6), "truncated"),
-        "avi cut": (_cut(avi, tmp_path / "cut.avi", 0.6), "truncated"),
-        "mp4 with zeroed video data": (_zero_mdat_payload(cfr_video, tmp_path / "zeros.mp4"), "undecodable"),
+        "mp4 cut (index at the end)": (cut(mp4, tmp_path / "cut.mp4", 0.6), "truncated"),
+        "mp4 cut (index first)": (cut(faststart, tmp_path / "cut_fs.mp4", 0.6), "truncated"),
+        "avi cut": (cut(avi, tmp_path / "cut.avi", 0.6), "truncated"),
+        "mp4 with zeroed video data": (zero_video_payload(cfr_video, tmp_path / "zeros.mp4"), "undecodable"),
     }
 
 
@@ -296,10 +281,11 @@ def test_decoder_protocol_and_backend_choice(cfr_video):
             self.calls.append(("probe", path))
             return PyAVDecoder().probe(path)
 
-        def decode_window(self, path, start_sec, num_frames, fps, height=None, width=None, *, out=None):
+        def decode_window(self, path, start_sec, num_frames, fps, height=None, width=None, *, out=None,
+                          rows=None):
             self.calls.append(("decode_window", start_sec))
             return PyAVDecoder(threads=0, interpolation="AREA").decode_window(
-                path, start_sec, num_frames, fps, height, width, out=out)
+                path, start_sec, num_frames, fps, height, width, out=out, rows=rows)
 
     backend = Recording()
     assert isinstance(backend, Decoder)
@@ -308,6 +294,26 @@ def test_decoder_protocol_and_backend_choice(cfr_video):
     assert [c[0] for c in backend.calls] == ["probe", "decode_window"]
     with pytest.raises(ValueError, match="threads"):
         PyAVDecoder(threads=-1)
+
+
+def test_rows_convert_only_the_chosen_frames_and_stop_after_the_last(cfr_video):
+    full = decode_window(cfr_video, 0.2, 20, 25.0)                        # frames 5..24
+    out = torch.full((5, 48, 96, 3), 7, dtype=torch.uint8)
+    rows = [-1] * 20
+    rows[1], rows[4], rows[5], rows[11] = 0, 1, 2, 3                      # four positions into rows 0..3
+    window = decode_window(cfr_video, 0.2, 20, 25.0, out=out, rows=rows)
+    assert window.length == 12                                             # stopped after position 11
+    assert torch.equal(window.timestamps, full.timestamps[:12])
+    assert window.frames is out
+    for position, row in ((1, 0), (4, 1), (5, 2), (11, 3)):
+        assert torch.equal(out[row], full.frames[position])
+    assert (out[4] == 7).all()                                             # never written
+    with pytest.raises(ValueError, match="rows needs out"):
+        decode_window(cfr_video, 0.0, 3, 25.0, rows=[0, 1, 2])
+    with pytest.raises(ValueError, match="rows must have num_frames=3"):
+        decode_window(cfr_video, 0.0, 3, 25.0, out=out, rows=[0])
+    with pytest.raises(ValueError, match=r"out must be a contiguous \[>= 9"):
+        decode_window(cfr_video, 0.0, 3, 25.0, out=out, rows=[0, 8, -1])
 
 
 def test_importing_uptal_data_does_not_import_av():

@@ -7,6 +7,9 @@ Two questions, one per function:
 - `decode_window(path, start_sec, num_frames, fps, height, width) -> DecodedWindow`: the frames shown at
   times ``start_sec + k / fps`` (k = 0 .. num_frames - 1), as uint8 RGB [T, H, W, 3].
 
+Both read a file path, or a video held in memory (`bytes`, or a `BytesSource` that also names it, e.g. a
+member of a tar shard): the same checks and the same frames, without touching the filesystem.
+
 Sampling is by presentation time, never by frame index: for each target time the frame shown is the latest
 frame whose timestamp is <= that time (a frame stays on screen until the next one starts). This is what makes
 variable frame rate files, files whose header frame count is wrong, and files with dropped / held frames come
@@ -22,6 +25,7 @@ several threads or DataLoader workers at once. `av` is imported on first use, no
 """
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import os
@@ -29,7 +33,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 import torch
@@ -41,6 +45,8 @@ __all__ = [
     "VIDEO_ERROR_REASONS",
     "VideoError",
     "VideoInfo",
+    "BytesSource",
+    "VideoSource",
     "DecodedWindow",
     "Decoder",
     "PyAVDecoder",
@@ -95,6 +101,8 @@ class VideoInfo:
     height, width: size of the decoded frames.
     codec, pix_fmt: FFmpeg names of the video codec and of the decoded pixel format.
     has_audio: the container also has at least one audio stream.
+    header_frames: the frame count the container header announces (0 when it announces none); it can be
+        wrong, which is why num_frames is counted instead (`uptal data check` flags large differences).
     """
 
     path: Path
@@ -106,6 +114,25 @@ class VideoInfo:
     codec: str
     pix_fmt: str
     has_audio: bool
+    header_frames: int = 0
+
+
+@dataclass(frozen=True)
+class BytesSource:
+    """A video held in memory (e.g. a tar-shard member); `name` stands for it in errors and `VideoInfo.path`."""
+
+    name: str
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise ValueError(f"BytesSource name must be a str, got {type(self.name).__name__}")
+        if not isinstance(self.data, (bytes, bytearray, memoryview)):
+            raise ValueError(f"BytesSource data must be bytes, got {type(self.data).__name__}")
+
+
+#: What `probe` and `decode_window` read: a file path, or a whole video file in memory.
+VideoSource = Union[str, os.PathLike, bytes, BytesSource]
 
 
 @dataclass(frozen=True)
@@ -127,13 +154,13 @@ class DecodedWindow:
 class Decoder(Protocol):
     """A video backend: `PyAVDecoder` is the default; another backend implements these two methods."""
 
-    def probe(self, path: str | os.PathLike) -> VideoInfo:
+    def probe(self, path: VideoSource) -> VideoInfo:
         """Describe a file; raise `VideoError` for files that cannot be used."""
         ...
 
     def decode_window(
         self,
-        path: str | os.PathLike,
+        path: VideoSource,
         start_sec: float,
         num_frames: int,
         fps: float,
@@ -141,6 +168,7 @@ class Decoder(Protocol):
         width: int | None = None,
         *,
         out: torch.Tensor | None = None,
+        rows: Sequence[int] | None = None,
     ) -> DecodedWindow:
         """Decode the frames shown at start_sec + k / fps, k < num_frames (see the module docstring)."""
         ...
@@ -151,14 +179,35 @@ class Decoder(Protocol):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _check_file(path: Path) -> None:
-    """Raise VideoError 'missing' / 'empty' / 'not_a_video' for paths that cannot be a video."""
-    if not path.exists():
-        raise VideoError(path, "missing", "no such file")
-    if not path.is_file():
-        raise VideoError(path, "not_a_video", "not a regular file")
-    if path.stat().st_size == 0:
-        raise VideoError(path, "empty", "0 bytes")
+class _Media:
+    """One video to read: a file on disk (`data` None) or bytes in memory; `path` names it in errors."""
+
+    def __init__(self, source: VideoSource) -> None:
+        if isinstance(source, BytesSource):
+            self.path, self.data = Path(source.name), bytes(source.data)
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            self.path, self.data = Path("<bytes>"), bytes(source)
+        elif isinstance(source, (str, os.PathLike)):
+            self.path, self.data = Path(source), None
+        else:
+            raise ValueError(f"source must be a path, bytes or a BytesSource, got {type(source).__name__}")
+
+    def check(self) -> None:
+        """Raise VideoError 'missing' / 'empty' / 'not_a_video' for sources that cannot be a video."""
+        if self.data is not None:
+            if not self.data:
+                raise VideoError(self.path, "empty", "0 bytes")
+            return
+        if not self.path.exists():
+            raise VideoError(self.path, "missing", "no such file")
+        if not self.path.is_file():
+            raise VideoError(self.path, "not_a_video", "not a regular file")
+        if self.path.stat().st_size == 0:
+            raise VideoError(self.path, "empty", "0 bytes")
+
+    def open_input(self) -> Any:
+        """What av.open reads: the file name, or a fresh seekable stream over the bytes."""
+        return str(self.path) if self.data is None else io.BytesIO(self.data)
 
 
 def _iso_bmff_cut_short(head: bytes, read_at, size: int) -> bool | None:
@@ -194,18 +243,26 @@ def _riff_cut_short(head: bytes, size: int) -> bool | None:
     return declared > 0 and declared + 8 > size
 
 
-def _container_cut_short(path: Path) -> bool | None:
+def _structure_cut_short(read_at: Callable[[int, int], bytes], size: int) -> bool | None:
+    """RIFF or ISO-BMFF structure check over `size` bytes read by read_at(offset, n)."""
+    head = read_at(0, 16)
+    riff = _riff_cut_short(head, size)
+    return riff if riff is not None else _iso_bmff_cut_short(head, read_at, size)
+
+
+def _container_cut_short(media: _Media) -> bool | None:
     """Does the container's own structure say the file is cut short? None: not a format we can check."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(16)
+    if media.data is not None:
+        data = media.data
+        return _structure_cut_short(lambda offset, n: data[offset:offset + n], len(data))
+    size = media.path.stat().st_size
+    with open(media.path, "rb") as f:
 
         def read_at(offset: int, n: int) -> bytes:
             f.seek(offset)
             return f.read(n)
 
-        riff = _riff_cut_short(head, size)
-        return riff if riff is not None else _iso_bmff_cut_short(head, read_at, size)
+        return _structure_cut_short(read_at, size)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -220,13 +277,14 @@ def _import_av():
     return av
 
 
-def _open(path: Path) -> "av.container.InputContainer":
+def _open(media: _Media) -> "av.container.InputContainer":
     """Open a container for reading, turning FFmpeg's refusal into a VideoError with a reason."""
     av = _import_av()
+    path = media.path
     try:
-        return av.open(str(path), mode="r", metadata_errors="ignore")
+        return av.open(media.open_input(), mode="r", metadata_errors="ignore")
     except av.FFmpegError as e:
-        cut = _container_cut_short(path)
+        cut = _container_cut_short(media)
         if cut:
             raise VideoError(path, "truncated", f"the container ends early; FFmpeg: {e}") from e
         if cut is False:  # a recognised video container that FFmpeg cannot parse
@@ -234,12 +292,13 @@ def _open(path: Path) -> "av.container.InputContainer":
         raise VideoError(path, "not_a_video", f"FFmpeg cannot read it: {e}") from e
 
 
-def _video_stream(container, path: Path, threads: int):
+def _video_stream(container, media: _Media, threads: int):
     """The first video stream, set up for decoding with `threads` threads; VideoError when there is none."""
+    path = media.path
     if container.format.name in _IMAGE_FORMATS:
         raise VideoError(path, "not_a_video", f"a still image ({container.format.name})")
     if not container.streams.video:
-        if _container_cut_short(path):  # e.g. an MP4 cut inside its index: the streams are not all there
+        if _container_cut_short(media):  # e.g. an MP4 cut inside its index: the streams are not all there
             raise VideoError(path, "truncated", "no video stream, and the container ends early")
         kinds = sorted({s.type for s in container.streams}) or ["no streams"]
         raise VideoError(path, "not_a_video", f"no video stream (has {', '.join(kinds)})")
@@ -325,12 +384,13 @@ def _probe_fps(stream, scan: _Scan, duration: float) -> float:
     return scan.packets / duration if duration > 0 else 0.0
 
 
-def _probe(path: Path, threads: int) -> VideoInfo:
+def _probe(media: _Media, threads: int) -> VideoInfo:
     """`PyAVDecoder.probe` body."""
-    _check_file(path)
-    cut = _container_cut_short(path)
-    with _open(path) as container:
-        stream = _video_stream(container, path, threads)
+    path = media.path
+    media.check()
+    cut = _container_cut_short(media)
+    with _open(media) as container:
+        stream = _video_stream(container, media, threads)
         if cut:
             raise VideoError(path, "truncated", "the container declares more bytes than the file has")
         scan = _scan_packets(container, stream, path)
@@ -349,6 +409,7 @@ def _probe(path: Path, threads: int) -> VideoInfo:
             codec=stream.codec_context.name,
             pix_fmt=first.format.name,
             has_audio=len(container.streams.audio) > 0,
+            header_frames=max(0, stream.frames or 0),
         )
 
 
@@ -505,7 +566,8 @@ class _Converter:
         return rgb.to_ndarray()  # [H, W, 3]
 
 
-def _validate_window_args(start_sec, num_frames, fps, height, width, out) -> tuple[int | None, int | None]:
+def _validate_window_args(start_sec, num_frames, fps, height, width, out, out_rows: int | None = None
+                          ) -> tuple[int | None, int | None]:
     """Check decode_window's arguments (ValueError naming the argument); return the output height, width."""
     if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
         raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
@@ -520,13 +582,25 @@ def _validate_window_args(start_sec, num_frames, fps, height, width, out) -> tup
         return height, width
     if not isinstance(out, torch.Tensor) or out.dtype != torch.uint8 or out.device.type != "cpu":
         raise ValueError("out must be a CPU uint8 torch.Tensor [>= num_frames, H, W, 3]")
-    if out.dim() != 4 or out.shape[0] < num_frames or out.shape[3] != 3 or not out.is_contiguous():
-        raise ValueError(f"out must be a contiguous [>= {num_frames}, H, W, 3] tensor, got shape {tuple(out.shape)}")
+    need = num_frames if out_rows is None else out_rows
+    if out.dim() != 4 or out.shape[0] < need or out.shape[3] != 3 or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous [>= {need}, H, W, 3] tensor, got shape {tuple(out.shape)}")
     height = out.shape[1] if height is None else height
     width = out.shape[2] if width is None else width
     if (out.shape[1], out.shape[2]) != (height, width):
         raise ValueError(f"out has H, W = {tuple(out.shape[1:3])}, but height, width = ({height}, {width})")
     return height, width
+
+
+def _validate_rows(rows, num_frames: int, out) -> None:
+    if rows is None:
+        return
+    if out is None:
+        raise ValueError("rows needs out: rows are row numbers of out")
+    if len(rows) != num_frames:
+        raise ValueError(f"rows must have num_frames={num_frames} entries, got {len(rows)}")
+    if any(r >= out.shape[0] for r in rows):
+        raise ValueError(f"rows must be < out.shape[0]={out.shape[0]}, got {max(rows)}")
 
 
 def _seek(container, stream, seek_sec: float | None) -> bool:
@@ -542,7 +616,7 @@ def _seek(container, stream, seek_sec: float | None) -> bool:
     return True
 
 
-def _decode_pass(container, stream, path, seek_sec, targets, eps, convert, sink) -> int | None:
+def _decode_pass(container, stream, path, seek_sec, targets, eps, convert, sink, rows=None) -> int | None:
     """Decode the targets after seeking to seek_sec; frames go to sink(k, array, time). Returns how many.
 
     Returns None when the seek failed, found nothing, or landed after the first target (the caller then
@@ -563,19 +637,27 @@ def _decode_pass(container, stream, path, seek_sec, targets, eps, convert, sink)
             return 0
         if seek_sec is not None and first.time > targets[0] + eps:
             return None  # the seek overshot the window start
-        return _fill(itertools.chain([first], timed), targets, eps, convert, sink)
+        return _fill(itertools.chain([first], timed), targets, eps, convert, sink, rows)
     finally:  # stop decoding before the container closes
         timed.close()
         decoded.close()
 
 
-def _fill(timed: Iterator[_Timed], targets: list[float], eps: float, convert, sink) -> int:
-    """Send the frame shown at each target to sink(k, rgb array, time), converting each source frame once."""
+def _fill(timed: Iterator[_Timed], targets: list[float], eps: float, convert, sink, rows=None) -> int:
+    """Send the frame shown at each target to sink(k, rgb array, time), converting each source frame once;
+    positions that `rows` leaves out (row < 0) get sink(k, None, time) and cost no conversion, and decoding
+    stops after the last position with a row."""
+    last = len(targets) - 1 if rows is None else max((k for k, row in enumerate(rows) if row >= 0), default=-1)
     length, shown, array = 0, None, None
     for k, item in _select(timed, targets, eps):
-        if item is not shown:
-            shown, array = item, convert(item.frame)  # [H, W, 3]
-        sink(k, array, item.time)
+        if k > last:
+            break
+        if rows is None or rows[k] >= 0:
+            if item is not shown:
+                shown, array = item, convert(item.frame)  # [H, W, 3]
+            sink(k, array, item.time)
+        else:
+            sink(k, None, item.time)
         length = k + 1
     return length
 
@@ -595,13 +677,13 @@ class PyAVDecoder:
         self.threads = threads
         self.interpolation = interpolation
 
-    def probe(self, path: str | os.PathLike) -> VideoInfo:
-        """Describe a video file (see `VideoInfo`); raise `VideoError` for files that cannot be used."""
-        return _probe(Path(path), self.threads)
+    def probe(self, path: VideoSource) -> VideoInfo:
+        """Describe a video file or in-memory video (see `VideoInfo`); raise `VideoError` when unusable."""
+        return _probe(_Media(path), self.threads)
 
     def decode_window(
         self,
-        path: str | os.PathLike,
+        path: VideoSource,
         start_sec: float,
         num_frames: int,
         fps: float,
@@ -609,46 +691,62 @@ class PyAVDecoder:
         width: int | None = None,
         *,
         out: torch.Tensor | None = None,
+        rows: Sequence[int] | None = None,
     ) -> DecodedWindow:
         """Decode the frames shown at start_sec + k / fps for k < num_frames, resized to height x width.
 
+        path: a file path, or the whole file in memory (bytes, or a BytesSource that names it).
         height / width None keep the video's own size. out: optional uint8 [>= num_frames, H, W, 3] tensor
         (e.g. pinned memory) that receives the frames; rows past `length` are left untouched.
+        rows: optional [num_frames] row numbers of `out`, for callers that know which frames they use: position
+        k goes to out[rows[k]], and positions with a negative row are not converted (RGB + resize, about half
+        the cost of decoding) nor written; decoding stops after the last position with a row. Positions left
+        out are still decoded and timed up to there; `length` then counts positions up to that last one at most,
+        and `frames` is `out` itself.
         """
-        path = Path(path)
-        height, width = _validate_window_args(start_sec, num_frames, fps, height, width, out)
-        _check_file(path)
+        media = _Media(path)
+        out_rows = None if rows is None else max(max(rows, default=-1) + 1, 0)
+        height, width = _validate_window_args(start_sec, num_frames, fps, height, width, out, out_rows)
+        _validate_rows(rows, num_frames, out)
+        media.check()
         targets = [float(start_sec) + k / float(fps) for k in range(int(num_frames))]
         convert = _Converter(height, width, self.interpolation, self.threads)
         arrays: list[np.ndarray] = []
         times = np.zeros(len(targets), dtype=np.float64)  # [num_frames]
+        out_array = None if out is None else out.numpy()   # [T, H, W, 3], shares out's memory
 
-        def sink(k: int, array: np.ndarray, time: float) -> None:
+        def sink(k: int, array: np.ndarray | None, time: float) -> None:
             times[k] = time
-            if out is not None:
-                out[k].numpy()[...] = array
+            if array is None:
+                return
+            if out_array is not None:
+                out_array[k if rows is None else rows[k]] = array
             else:
                 arrays.append(array)
 
         for seek_sec in _seek_schedule(float(start_sec)):
             arrays.clear()
-            with _open(path) as container:
-                stream = _video_stream(container, path, self.threads)
+            with _open(media) as container:
+                stream = _video_stream(container, media, self.threads)
                 eps = _tolerance(stream)
-                length = _decode_pass(container, stream, path, seek_sec, targets, eps, convert, sink)
+                length = _decode_pass(container, stream, media.path, seek_sec, targets, eps, convert, sink, rows)
                 native = (stream.codec_context.height, stream.codec_context.width)
             if length is not None:
                 break
-        return _window(arrays, times, length, out, convert, native)
+        return _window(arrays, times, length, out if rows is None else None, convert, native,
+                       rows_out=None if rows is None else out)
 
     def __repr__(self) -> str:
         return f"PyAVDecoder(threads={self.threads}, interpolation={self.interpolation!r})"
 
 
-def _window(arrays, times, length, out, convert: _Converter, native) -> DecodedWindow:
-    """Package the decoded frames as a DecodedWindow (a view of `out` when given)."""
+def _window(arrays, times, length, out, convert: _Converter, native, rows_out=None) -> DecodedWindow:
+    """Package the decoded frames as a DecodedWindow (a view of `out` when given; `rows_out` itself when the
+    caller chose the rows)."""
     timestamps = torch.from_numpy(times[:length].copy())  # [length] float64
-    if out is not None:
+    if rows_out is not None:
+        frames = rows_out
+    elif out is not None:
         frames = out[:length]
     elif arrays:
         frames = torch.from_numpy(np.stack(arrays))  # [length, H, W, 3]
@@ -661,13 +759,13 @@ def _window(arrays, times, length, out, convert: _Converter, native) -> DecodedW
 _DEFAULT = PyAVDecoder()
 
 
-def probe(path: str | os.PathLike, *, decoder: Decoder | None = None) -> VideoInfo:
-    """Describe a video file with `decoder` (default: PyAVDecoder()); see `VideoInfo` and `VideoError`."""
+def probe(path: VideoSource, *, decoder: Decoder | None = None) -> VideoInfo:
+    """Describe a video file (or bytes) with `decoder` (default: PyAVDecoder()); see `VideoInfo`, `VideoError`."""
     return (decoder or _DEFAULT).probe(path)
 
 
 def decode_window(
-    path: str | os.PathLike,
+    path: VideoSource,
     start_sec: float,
     num_frames: int,
     fps: float,
@@ -675,10 +773,11 @@ def decode_window(
     width: int | None = None,
     *,
     out: torch.Tensor | None = None,
+    rows: Sequence[int] | None = None,
     decoder: Decoder | None = None,
 ) -> DecodedWindow:
     """Decode the frames shown at start_sec + k / fps (k < num_frames) as uint8 RGB [T, H, W, 3].
 
     See the module docstring for the sampling rule; `decoder` defaults to PyAVDecoder().
     """
-    return (decoder or _DEFAULT).decode_window(path, start_sec, num_frames, fps, height, width, out=out)
+    return (decoder or _DEFAULT).decode_window(path, start_sec, num_frames, fps, height, width, out=out, rows=rows)

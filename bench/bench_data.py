@@ -1,0 +1,185 @@
+"""Data-path benchmark: uptal's decode-once batch loader vs a naive per-sample loader, side by side.
+
+Both deliver what the synthesis op needs for the same PAL samples (a sample = one query/key pair of
+synthetic videos of J*F frames each), on the same files, with the same number of worker processes:
+
+- uptal: `PalLoader`. Each video of a batch is decoded once, as one window long enough for every role it
+  plays (action source of one pair, background of two other synthetic videos).
+- naive: the way per-clip loaders work (TSP-style, one decode per clip request): every sample opens and
+  decodes its three videos itself: the action region's window and the two background windows.
+
+Reported per loader: samples/s, decode calls per sample, decoded frames per delivered frame (frames in the
+decoded windows / 2*J*F frames per sample), and the per-core decode rate (decoded frames per second per
+worker process). Targets (issue 3): decodes per sample <= 1.1, decoded per delivered frame <= 1.5, and at
+least 2.5x the naive loader's samples/s.
+
+    python bench/bench_data.py                 # demo videos + ../shared/data/videos, 2 workers
+    python bench/bench_data.py --smoke         # a few batches of small demo videos (CI)
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import table, write_result  # noqa: E402
+
+from uptal.config import DataConfig, PalConfig  # noqa: E402
+from uptal.data import write_demo_videos  # noqa: E402
+from uptal.data.decode import PyAVDecoder, VideoError  # noqa: E402
+from uptal.data.index import load_index  # noqa: E402
+from uptal.data.loader import PalLoader, batch_seed  # noqa: E402
+from uptal.data.shards import open_entry_source  # noqa: E402
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "videos"
+TARGETS = {"decodes_per_sample": 1.1, "decoded_per_delivered": 1.5, "vs_naive": 2.5}
+
+
+class NaivePalSamples(Dataset):
+    """One PAL sample per item, decoding its action video and its two background videos separately."""
+
+    def __init__(self, entries, pal: PalConfig, data: DataConfig, seed: int = 0) -> None:
+        self.entries, self.pal, self.data, self.seed = list(entries), pal, data, seed
+        self.decoder = PyAVDecoder(threads=1)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> dict:
+        g = torch.Generator().manual_seed(batch_seed(self.seed, 0, 0, i))
+        pal, n = self.pal, len(self.entries)
+        others = [j for j in torch.randperm(n, generator=g).tolist() if j != i][:2]
+        region_clips = int(torch.randint(pal.min_region_clips, pal.max_region_clips + 1, (1,), generator=g))
+        stride = int(torch.randint(pal.stride_range[0], pal.stride_range[1] + 1, (1,), generator=g))
+        region_span = (region_clips * pal.frames - 1) * stride + 1
+        background_span = (pal.frames_per_video - 1) * pal.background_stride + 1
+        windows = [self._decode(i, region_span, g)] + [self._decode(j, background_span, g) for j in others]
+        return {"windows": windows, "decodes": 3, "decoded_frames": sum(w.shape[0] for w in windows)}
+
+    def _decode(self, entry_id: int, frames: int, g: torch.Generator) -> torch.Tensor:
+        entry = self.entries[entry_id]
+        start = max(0.0, entry.info.duration - frames / self.data.fps) * float(torch.rand(1, generator=g))
+        try:
+            window = self.decoder.decode_window(open_entry_source(entry), start, frames, self.data.fps,
+                                                self.data.height, self.data.width)
+        except VideoError:
+            return torch.empty(0, self.data.height, self.data.width, 3, dtype=torch.uint8)
+        return window.frames
+
+
+def endless(loader, set_epoch=None):
+    """Batches over as many epochs as needed."""
+    for epoch in itertools.count():
+        if set_epoch is not None:
+            set_epoch(epoch)
+        yield from loader
+
+
+def measure(batches, count: int, samples_of, decodes_of, frames_of) -> dict:
+    """Time `count` batches after a first (warm-up: worker start) batch."""
+    next(batches)
+    samples = decodes = frames = 0
+    start = time.perf_counter()
+    for batch in itertools.islice(batches, count):
+        samples += samples_of(batch)
+        decodes += decodes_of(batch)
+        frames += frames_of(batch)
+    elapsed = time.perf_counter() - start
+    return {"seconds": elapsed, "samples": samples, "decodes": decodes, "decoded_frames": frames}
+
+
+def summarise(name: str, raw: dict, pal: PalConfig, workers: int) -> dict:
+    delivered = raw["samples"] * 2 * pal.frames_per_video
+    return {"loader": name, "workers": workers, "samples_per_s": raw["samples"] / raw["seconds"],
+            "decodes_per_sample": raw["decodes"] / raw["samples"],
+            "decoded_per_delivered": raw["decoded_frames"] / delivered,
+            "decode_fps_per_core": raw["decoded_frames"] / raw["seconds"] / max(workers, 1), **raw}
+
+
+def bench_dataset(label: str, source: Path, pal: PalConfig, data: DataConfig, batch_size: int,
+                  batches: int) -> list[dict]:
+    index = load_index(source, progress=False, cache=False)   # never write a cache into shared data
+    usable = index.usable()
+    ours = PalLoader(index, pal, data, batch_size, seed=0)
+    ours_raw = measure(endless(ours, ours.set_epoch), batches, lambda b: b.batch_size, lambda b: b.decodes,
+                       lambda b: b.decoded_frames)
+    naive = DataLoader(NaivePalSamples(usable, pal, data), batch_size=batch_size, shuffle=True, drop_last=True,
+                       num_workers=data.workers, persistent_workers=data.workers > 0,
+                       prefetch_factor=data.prefetch if data.workers else None, collate_fn=list,
+                       generator=torch.Generator().manual_seed(0))
+    naive_raw = measure(endless(naive), batches, len, lambda b: sum(s["decodes"] for s in b),
+                        lambda b: sum(s["decoded_frames"] for s in b))
+    rows = [summarise("uptal (decode once)", ours_raw, pal, data.workers),
+            summarise("naive (per sample)", naive_raw, pal, data.workers)]
+    rows[0]["vs_naive"] = rows[0]["samples_per_s"] / rows[1]["samples_per_s"]
+    rows[1]["vs_naive"] = 1.0
+    for row in rows:
+        row.update(dataset=label, files=len(usable), batch_size=batch_size)
+    return rows
+
+
+def verdicts(rows: list[dict]) -> list[str]:
+    lines = []
+    for row in rows:
+        if not row["loader"].startswith("uptal"):
+            continue
+        checks = [("decodes/sample", row["decodes_per_sample"], "<=", TARGETS["decodes_per_sample"]),
+                  ("decoded/delivered frame", row["decoded_per_delivered"], "<=", TARGETS["decoded_per_delivered"]),
+                  ("x naive samples/s", row["vs_naive"], ">=", TARGETS["vs_naive"])]
+        for name, value, op, target in checks:
+            ok = value <= target if op == "<=" else value >= target
+            lines.append(f"{row['dataset']}: {name} {value:.2f} (target {op} {target}): {'met' if ok else 'NOT met'}")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="a few batches of small demo videos (CI)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=8, help="PAL samples (source videos) per batch")
+    parser.add_argument("--batches", type=int, default=12, help="timed batches per loader (after one warm-up)")
+    parser.add_argument("--demo-videos", type=int, default=24)
+    parser.add_argument("--no-save", action="store_true")
+    args = parser.parse_args(argv)
+
+    pal = PalConfig()
+    data = DataConfig(workers=args.workers)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.smoke:
+            pal = PalConfig(clips=2, frames=4, max_region_clips=2, size=32, blur_kernel=5)
+            data = replace(data, height=48, width=64)
+            write_demo_videos(tmp, num_videos=6, num_frames=40, height=48, width=64)
+            rows += bench_dataset("demo (smoke)", Path(tmp), pal, data, batch_size=3, batches=2)
+        else:
+            write_demo_videos(tmp, num_videos=args.demo_videos)
+            rows += bench_dataset("demo videos", Path(tmp), pal, data, args.batch, args.batches)
+            if SHARED_VIDEOS.is_dir():
+                rows += bench_dataset("shared/data/videos", SHARED_VIDEOS.resolve(), pal, data,
+                                      min(args.batch, 4), args.batches)
+    print(table(rows, [("dataset", "dataset", "s"), ("loader", "loader", "s"), ("workers", "workers", ""),
+                       ("batch_size", "B", ""), ("samples_per_s", "samples/s", ".2f"), ("vs_naive", "x naive", ".2f"),
+                       ("decodes_per_sample", "decodes/sample", ".2f"),
+                       ("decoded_per_delivered", "decoded/delivered", ".2f"),
+                       ("decode_fps_per_core", "frames/s/core", ".0f")]))
+    for line in verdicts(rows):
+        print(line)
+    result = {"rows": rows, "targets": TARGETS, "pal": pal.__dict__, "data": data.__dict__}
+    if args.smoke:
+        print(json.dumps({"smoke_rows": len(rows)}))
+    elif not args.no_save:
+        print(f"wrote {write_result('bench_data', 'cpu', result)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

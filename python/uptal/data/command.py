@@ -1,0 +1,114 @@
+"""The `uptal data` subcommand: check a data set before training, and write it as tar shards.
+
+    uptal data check SOURCE [--min-duration S] [--json] [--no-progress] [--workers N] [--no-cache]
+    uptal data shard SOURCE --out DIR [--max-size 1GB | --per-shard N] [--min-duration S] [--no-progress]
+
+SOURCE is a folder of videos, a CSV/TXT list, or a shard set (its folder or shards.json); see
+`uptal.data.index`. `add_subcommand(subparsers)` registers `data` on the caller's argparse sub-parsers;
+every leaf parser sets ``func``, which takes the parsed namespace and returns the exit code: 0 when the data
+set has usable videos (check) or records were written (shard), 1 when there are none (shard then writes
+nothing), and 2 after a one-line error on stderr when an input is bad (no traceback reaches the user).
+
+`check --json` prints one JSON object per file and nothing else on stdout (progress goes to stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .check import check_index, format_report, summarize
+from .index import load_index
+from .shards import DEFAULT_MAX_SIZE, MANIFEST_NAME, parse_size, write_shards
+
+__all__ = ["add_subcommand", "run_check", "run_shard"]
+
+SOURCE_HELP = "a folder of videos (searched recursively), a .csv/.txt list, or a shard set (folder or shards.json)"
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `data` with its check | shard sub-commands; return its parser."""
+    parser = subparsers.add_parser("data", help="check a video data set, write it as tar shards",
+                                   description="Index, check and shard video data sets.")
+    actions = parser.add_subparsers(dest="action", metavar="{check,shard}")
+    actions.required = True
+
+    check = actions.add_parser(
+        "check", help="report unreadable, too-short and odd files, and a summary",
+        description="Probe every video once (cached beside the data) and report the files training cannot use "
+                    "(missing, empty, not a video, undecodable, truncated, too short) and odd ones (low fps, "
+                    "tiny frames, a wrong header frame count). Exit status 1 when no file is usable.")
+    _add_index_options(check)
+    check.add_argument("--json", action="store_true", help="one JSON object per file (JSON lines) instead of a table")
+    check.add_argument("--no-cache", action="store_true", help="probe every file again; read and write no cache")
+    check.set_defaults(func=run_check)
+
+    shard = actions.add_parser(
+        "shard", help="write the usable videos as WebDataset-style tar shards",
+        description="Write every usable video as one record (<key>.<ext> + <key>.json) of tar shards "
+                    "DIR/shard-NNNNNN.tar, plus the manifest DIR/shards.json.")
+    _add_index_options(shard)
+    shard.add_argument("--out", required=True, metavar="DIR", help="folder for the shards and shards.json")
+    limit = shard.add_mutually_exclusive_group()
+    limit.add_argument("--max-size", metavar="SIZE", default=None,
+                       help=f"largest shard, e.g. 500MB, 1GB, 64MiB (default: {DEFAULT_MAX_SIZE // 10**9}GB)")
+    limit.add_argument("--per-shard", type=int, metavar="N", default=None, help="records per shard instead")
+    shard.set_defaults(func=run_shard)
+    return parser
+
+
+def _add_index_options(parser: argparse.ArgumentParser) -> None:
+    """Options for reading the source, shared by check and shard."""
+    parser.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
+    parser.add_argument("--min-duration", type=float, default=0.0, metavar="S",
+                        help="files shorter than S seconds are too_short (default: %(default)g)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N", help="probing threads (default: up to 8)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _fail(action: str, error: Exception) -> int:
+    """Print a one-line input error; the exit code for it."""
+    message = f"{error.filename}: {error.strerror}" if isinstance(error, OSError) and error.filename else str(error)
+    print(f"uptal data {action}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """`uptal data check`: print the report (or JSON lines); 0 when some file is usable, else 1."""
+    try:
+        index = load_index(args.source, min_duration=args.min_duration, workers=args.workers,
+                           progress=not args.no_progress, cache=not args.no_cache)
+    except (ValueError, OSError) as error:
+        return _fail("check", error)
+    records = check_index(index)
+    summary = summarize(records)
+    if args.json:
+        for record in records:
+            print(json.dumps(record.to_json()))
+    else:
+        print(format_report(records, summary))
+    if summary.usable == 0:
+        print(f"uptal data check: no usable video in {index.source}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_shard(args: argparse.Namespace) -> int:
+    """`uptal data shard`: write the shards, print what was written; 0 when some record was written, else 1."""
+    try:
+        max_size = parse_size(args.max_size) if args.max_size is not None else None
+        index = load_index(args.source, min_duration=args.min_duration, workers=args.workers,
+                           progress=not args.no_progress)
+        if not index.usable():
+            print(f"uptal data shard: no usable video in {index.source}; nothing written", file=sys.stderr)
+            return 1
+        shard_set = write_shards(index, args.out, max_size=max_size, per_shard=args.per_shard,
+                                 progress=not args.no_progress)
+    except (ValueError, OSError) as error:
+        return _fail("shard", error)
+    print(f"wrote {shard_set.total} videos in {len(shard_set.shards)} shards ({shard_set.num_bytes / 1e6:.1f} MB) "
+          f"to {shard_set.directory}; manifest {shard_set.directory / MANIFEST_NAME}")
+    left_out = len(index.bad()) + len(shard_set.skipped)
+    if left_out:
+        print(f"left out {left_out} unusable files (`uptal data check` says why)")
+    return 0 if shard_set.total else 1

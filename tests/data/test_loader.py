@@ -1,0 +1,250 @@
+"""The PAL batch loader: decode once per batch, determinism, DDP sharding, bad files replaced and reported."""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from uptal.config import DataConfig, PalConfig
+from uptal.data import decode_window, write_demo_videos
+from uptal.data.index import load_index
+from uptal.data.loader import DataError, EpochSampler, PalLoader
+from uptal.pal import synthesize_batch
+
+PAL = PalConfig(clips=2, frames=4, size=24, max_region_clips=2, crop_scale=(0.5, 1.0), blur_kernel=5)
+DATA = DataConfig(fps=10.0, height=32, width=40, min_frames=4, workers=0)
+NUM_VIDEOS = 10
+
+
+@pytest.fixture(scope="module")
+def video_folder(tmp_path_factory) -> Path:
+    """Ten 3.2 s demo videos at 10 fps (32 frames), 40x32."""
+    folder = tmp_path_factory.mktemp("loader_videos")
+    write_demo_videos(folder, num_videos=NUM_VIDEOS, seed=3, num_frames=32, fps=10, height=32, width=40)
+    return folder
+
+
+def make_loader(source, batch_size=3, seed=0, rank=0, world_size=1, data=DATA, **kwargs) -> PalLoader:
+    index = load_index(source, progress=False, cache=False)
+    return PalLoader(index, PAL, data, batch_size, seed=seed, rank=rank, world_size=world_size, **kwargs)
+
+
+def epoch_batches(loader: PalLoader, epoch: int) -> list:
+    loader.set_epoch(epoch)
+    return list(loader)
+
+
+def same_batches(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(
+        x.paths == y.paths and torch.equal(x.videos, y.videos) and torch.equal(x.lengths, y.lengths)
+        and torch.equal(x.plan.background_frames, y.plan.background_frames)
+        and torch.equal(x.plan.crop, y.plan.crop) for x, y in zip(a, b))
+
+
+def test_window_frames_follow_the_pal_config():
+    # background: 63 frames at stride 2 -> 127; region: 6 clips of 8 at stride 4 -> 189
+    assert DataConfig().frames_to_decode(PalConfig()) == 189
+    assert DataConfig().frames_to_decode(PalConfig(scale=False, fixed_stride=2)) == 127
+    assert DataConfig(window_frames=50).frames_to_decode(PalConfig()) == 50
+    # with these test configs: background (8 - 1) * 2 + 1 = 15, region (8 - 1) * 4 + 1 = 29
+    assert DATA.frames_to_decode(PAL) == 29
+
+
+def test_batch_holds_each_video_once_with_its_plan(video_folder):
+    loader = make_loader(video_folder, batch_size=4)
+    assert len(loader) == NUM_VIDEOS // 4
+    batch = epoch_batches(loader, 0)[0]
+    assert batch.videos.dtype == torch.uint8 and batch.videos.shape[0] == 4
+    assert batch.videos.shape[2:] == (32, 40, 3) and batch.videos.shape[1] <= 29
+    assert len(set(batch.paths)) == 4                      # four different videos, each decoded once
+    assert batch.decodes == 4 and batch.bad == []
+    assert batch.window_lengths == [29] * 4                # 3.2 s videos hold a 2.9 s window
+    # each window is decoded up to the last frame the plan reads, only those are converted and shipped
+    assert batch.converted_frames == int(batch.lengths.sum()) < batch.decoded_frames <= 4 * 29
+    plan = batch.plan
+    assert plan.num_sources == 4 and (plan.height, plan.width) == (32, 40)
+    assert sorted(plan.action[:4].tolist()) == [0, 1, 2, 3]          # every video is an action source
+    assert sorted(plan.background.tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]   # and background of two others
+    assert batch.videos.float().std() > 10                  # real pixels, not zeros
+
+
+def test_frames_the_plan_reads_are_the_decoded_frames(video_folder):
+    batch = epoch_batches(make_loader(video_folder, batch_size=4), 1)[0]
+    plan = batch.plan
+    for slot, (path, start) in enumerate(zip(batch.paths, batch.starts)):
+        full = decode_window(path, start, 29, DATA.fps, DATA.height, DATA.width).frames   # every frame converted
+        positions = batch.positions[slot]
+        n = batch.lengths[slot]
+        assert len(positions) == n and positions == sorted(positions) and positions[-1] < 29
+        assert torch.equal(batch.videos[slot, :n], full[positions])
+        assert batch.videos[slot, n:].count_nonzero() == 0
+        # every kept frame is read by the plan, and the plan reads nothing else of this slot
+        read = torch.cat([plan.background_frames[plan.background == slot].flatten(),
+                          plan.action_frames[plan.action == slot].flatten()])
+        assert set(read[read >= 0].tolist()) == set(range(n))
+
+
+def test_compaction_keeps_the_synthetic_videos_identical(video_folder):
+    """Synthesizing from the compacted batch equals synthesizing from the full decoded windows."""
+    batch = epoch_batches(make_loader(video_folder, batch_size=4), 0)[0]
+    full = torch.stack([decode_window(p, s, 29, DATA.fps, DATA.height, DATA.width).frames
+                        for p, s in zip(batch.paths, batch.starts)])                     # [B, 29, H, W, 3]
+    window_plan = replace(batch.plan, background_frames=_to_window(batch, batch.plan.background,
+                                                                   batch.plan.background_frames),
+                          action_frames=_to_window(batch, batch.plan.action, batch.plan.action_frames))
+    expected = synthesize_batch(full, [29] * 4, window_plan, out_dtype=torch.uint8)
+    assert torch.equal(synthesize_batch(batch.videos, batch.lengths, batch.plan, out_dtype=torch.uint8), expected)
+
+
+def _to_window(batch, sources: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Plan frame indices (into the compacted videos) back to window positions."""
+    positions = [torch.tensor(p) for p in batch.positions]
+    return torch.stack([torch.where(row >= 0, positions[int(s)][row.clamp(min=0)], -1)
+                        for s, row in zip(sources, frames)])
+
+
+def test_same_seed_same_batches_and_epochs_reshuffle(video_folder):
+    first, again = make_loader(video_folder), make_loader(video_folder)
+    assert same_batches(epoch_batches(first, 0), epoch_batches(again, 0))
+    epoch0, epoch1 = epoch_batches(first, 0), epoch_batches(first, 1)
+    assert [b.paths for b in epoch0] != [b.paths for b in epoch1]
+    other_seed = make_loader(video_folder, seed=1)
+    assert [b.paths for b in epoch_batches(other_seed, 0)] != [b.paths for b in epoch0]
+
+
+def test_worker_processes_give_the_same_batches(video_folder):
+    in_process = epoch_batches(make_loader(video_folder), 2)
+    workers = make_loader(video_folder, data=DataConfig(**{**DATA.__dict__, "workers": 2}))
+    assert same_batches(epoch_batches(workers, 2), in_process)
+    assert same_batches(epoch_batches(workers, 2), in_process)   # persistent workers, second pass
+
+
+def test_ranks_read_disjoint_videos_and_step_together(video_folder):
+    for epoch in (0, 1):
+        seen = []
+        for rank in (0, 1):
+            loader = make_loader(video_folder, batch_size=3, rank=rank, world_size=2)
+            assert len(loader) == 1                      # 10 videos / 2 ranks = 5 each -> 1 batch of 3
+            seen.append({p for b in epoch_batches(loader, epoch) for p in b.paths})
+        assert seen[0].isdisjoint(seen[1])
+        assert len(seen[0]) == len(seen[1]) == 3
+    shares = [EpochSampler(NUM_VIDEOS, 2, rank=r, world_size=2).rank_share(0) for r in (0, 1)]
+    assert sorted(shares[0] + shares[1]) == list(range(NUM_VIDEOS))
+
+
+def test_too_few_videos_is_a_clear_error(video_folder):
+    with pytest.raises(DataError, match="cannot fill one batch of 6 per rank on 2 rank"):
+        make_loader(video_folder, batch_size=6, world_size=2)
+
+
+def test_worker_synthesis_matches_the_op(video_folder):
+    batch = epoch_batches(make_loader(video_folder, synthesize=True, out_dtype=torch.uint8), 0)[0]
+    expected = synthesize_batch(batch.videos, batch.lengths, batch.plan, out_dtype=torch.uint8)
+    assert batch.clips is not None and torch.equal(batch.clips, expected)     # [2B, 3, J*F, S, S]
+
+
+def test_short_video_is_used_within_its_length(tmp_path, video_folder):
+    for path in sorted(video_folder.glob("*.mp4"))[:5]:
+        shutil.copy(path, tmp_path / path.name)
+    write_demo_videos(tmp_path / "short", num_videos=1, seed=9, num_frames=12, fps=10, height=32, width=40)
+    loader = make_loader(tmp_path, batch_size=6)
+    batch = epoch_batches(loader, 0)[0]
+    short = [i for i, p in enumerate(batch.paths) if Path(p).parent.name == "short"]
+    assert short, "the short video is in the only batch"
+    i = short[0]
+    assert batch.window_lengths[i] == 12
+    assert max(batch.positions[i]) < 12                             # never a frame past its end
+    assert batch.videos[i, batch.lengths[i]:].count_nonzero() == 0
+
+
+def test_a_file_shorter_than_indexed_is_used_within_its_real_length(tmp_path, video_folder):
+    for path in sorted(video_folder.glob("*.mp4"))[:3]:
+        shutil.copy(path, tmp_path / path.name)
+    index = load_index(tmp_path, progress=False, cache=False)      # says 3.2 s each
+    victim = sorted(tmp_path.glob("*.mp4"))[0]
+    write_demo_videos(tmp_path / "new", num_videos=1, seed=5, num_frames=10, fps=10, height=32, width=40)
+    shutil.move(tmp_path / "new" / "demo_000.mp4", victim)          # now 1 s long
+    batch = epoch_batches(PalLoader(index, PAL, DATA, batch_size=3), 0)[0]
+    slot = batch.paths.index(str(victim))
+    full = decode_window(victim, batch.starts[slot], 29, DATA.fps, DATA.height, DATA.width)
+    assert 4 <= full.length < 29 and batch.window_lengths[slot] == full.length
+    assert batch.decodes >= 4                                      # that slot was decoded again
+    positions = batch.positions[slot]
+    assert max(positions) < full.length
+    assert torch.equal(batch.videos[slot, :len(positions)], full.frames[positions])
+
+
+def indexed_then_broken(folder: Path, videos: Path):
+    """Index copies of the ten videos, then break three that the index found fine: the loader, not the index,
+    must catch these (truncated, missing, empty). Returns (index, broken paths)."""
+    for path in videos.glob("*.mp4"):
+        shutil.copy(path, folder / path.name)
+    index = load_index(folder, progress=False, cache=False)
+    files = sorted(folder.glob("*.mp4"))
+    files[0].write_bytes(files[0].read_bytes()[:2000])     # truncated
+    files[1].unlink()                                      # missing
+    files[2].write_bytes(b"")                              # empty
+    return index, [str(f) for f in files[:3]]
+
+
+def test_bad_files_are_replaced_counted_and_reported(tmp_path, video_folder, caplog):
+    index, broken = indexed_then_broken(tmp_path, video_folder)
+    data = DataConfig(**{**DATA.__dict__, "max_bad_fraction": 0.5, "max_bad_batch_fraction": 1.0})
+    loader = PalLoader(index, PAL, data, batch_size=3)
+    with caplog.at_level(logging.WARNING, logger="uptal.data"):
+        epochs = [epoch_batches(loader, e) for e in (0, 1)]
+    for batches in epochs:
+        assert len(batches) == 3
+        for batch in batches:
+            assert len(batch.paths) == 3 and not set(batch.paths) & set(broken)
+            assert batch.window_lengths == [29] * 3
+    assert set(loader.report.files) == set(broken)
+    counts = loader.report.counts()
+    assert counts.pop("missing") == 1 and counts.pop("empty") == 1
+    # cut to 2000 bytes: mdat runs past the end (truncated), or no moov at all yet (undecodable)
+    assert list(counts.values()) == [1] and set(counts) <= {"truncated", "undecodable"}
+    first_sightings = [r for r in caplog.records if r.message.startswith("skipping bad video")]
+    assert len(first_sightings) == 3                          # logged once each, over two epochs
+    assert any("bad video(s) skipped and replaced" in r.message for r in caplog.records)
+    # Files found bad are skipped without decoding when met again, with the same batches as when they were
+    # discovered: the data order does not depend on history.
+    again = epoch_batches(loader, 0)
+    assert same_batches(again, epochs[0])
+    assert sum(b.decodes for b in again) < sum(b.decodes for b in epochs[0])
+    assert any(bad.reason == "known_bad" for b in again for bad in b.bad)
+    fresh = PalLoader(index, PAL, data, batch_size=3)
+    assert same_batches(epoch_batches(fresh, 1), epochs[1])
+
+
+def test_too_many_bad_files_stop_with_the_files_named(tmp_path, video_folder):
+    index, broken = indexed_then_broken(tmp_path, video_folder)
+    data = DataConfig(**{**DATA.__dict__, "max_bad_fraction": 0.2, "max_bad_batch_fraction": 1.0})
+    loader = PalLoader(index, PAL, data, batch_size=3)
+    with pytest.raises(DataError, match="max_bad_fraction") as error:
+        for e in (0, 1, 2):
+            epoch_batches(loader, e)
+    assert any(name in str(error.value) for name in broken)
+
+
+def test_a_batch_of_mostly_bad_files_stops(tmp_path, video_folder):
+    for path in sorted(video_folder.glob("*.mp4"))[:8]:
+        shutil.copy(path, tmp_path / path.name)
+    index = load_index(tmp_path, progress=False, cache=False)
+    for path in sorted(tmp_path.glob("*.mp4"))[:6]:     # every batch of 4 and its 4 spares hold >= 3 of them
+        path.write_bytes(b"not a video at all")
+    data = DataConfig(**{**DATA.__dict__, "max_bad_fraction": 1.0, "max_bad_batch_fraction": 0.5})
+    with pytest.raises(DataError, match="max_bad_batch_fraction"):
+        epoch_batches(PalLoader(index, PAL, data, batch_size=4), 0)
+
+
+def test_state_dict_restores_the_data_order(tmp_path, video_folder):
+    loader = make_loader(video_folder)
+    loader.set_epoch(3)
+    resumed = make_loader(video_folder)
+    resumed.load_state_dict(loader.state_dict())
+    assert resumed.epoch == 3
+    assert same_batches(list(resumed), epoch_batches(loader, 3))
