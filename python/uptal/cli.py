@@ -4,6 +4,9 @@
     uptal demo [--out DIR]           write the demo videos, plan a PAL batch, synthesize it, save a picture
     uptal evaluate ...               ActivityNet-style detection / proposal / grounding metrics
     uptal data check|shard ...       report unusable files of a data set; write it as tar shards
+    uptal pretrain --config NAME     PAL pre-training (alone or under torchrun)
+    uptal weights i3d-k400           convert DeepMind's Kinetics-400 I3D to PyTorch
+    uptal classify VIDEO             top-k Kinetics-400 classes of a video (I3D)
 """
 from __future__ import annotations
 
@@ -19,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
 
     info = commands.add_parser("info", help="versions, native modules and the implementation of every op")
     info.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    info.add_argument("--model", help="also report parameters and GFLOPs per clip of this backbone "
+                                      "(i3d, r2plus1d_18, r3d_18, s3d, tiny)")
+    info.add_argument("--frames", type=int, default=8, help="clip length for --model (default: 8)")
+    info.add_argument("--size", type=int, default=112, help="clip height and width for --model (default: 112)")
     info.set_defaults(func=_info)
 
     demo = commands.add_parser("demo", help="synthesize a batch of PAL samples from the demo videos")
@@ -31,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     add_evaluate(commands)
     from .data.command import add_subcommand as add_data
     add_data(commands)
+    from .models.command import add_subcommands
+    add_subcommands(commands)
+    from .train.command import add_subcommand as add_pretrain
+    add_pretrain(commands)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
@@ -38,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _info(args) -> int:
     from . import info
-    return info.main(["--json"] if args.json else [])
+    model = ["--model", args.model, "--frames", str(args.frames), "--size", str(args.size)] if args.model else []
+    return info.main(["--json"] * args.json + model)
 
 
 def _demo(args) -> int:

@@ -195,6 +195,7 @@ class TrainConfig:
     batch_size: int = 512
     lr: float = 1e-4
     lr_reference_batch: int = 0     # 0: no scaling
+    warmup_steps: int = 0           # linear warm-up of the rate over the first steps (set every iteration)
     weight_decay: float = 1e-5
     plateau_patience: int = 3       # epochs without a better validation loss before lr /= 1 / plateau_factor
     plateau_factor: float = 0.1
@@ -217,7 +218,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "val_batches", "keep_last", "log_every"):
             _check(getattr(self, name) >= 1, f"train.{name}", "must be >= 1", getattr(self, name))
-        for name in ("lr_reference_batch", "steps_per_epoch", "max_steps", "checkpoint_every", "image_every"):
+        for name in ("lr_reference_batch", "warmup_steps", "steps_per_epoch", "max_steps", "checkpoint_every",
+                     "image_every"):
             _check(getattr(self, name) >= 0, f"train.{name}", "must be >= 0", getattr(self, name))
         _check(self.lr > 0, "train.lr", "must be > 0", self.lr)
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0", self.weight_decay)

@@ -16,10 +16,10 @@ from .config import PalConfig
 from .data.decode import decode_window
 from .data.demo import write_demo_videos
 from .ops import implementation_for
-from .pal import PalPlan, build_plan, synthesize_batch
+from .pal import build_plan, synthesize_batch
+from .pal.picture import save_picture
 
 WORKING_HEIGHT, WORKING_WIDTH, WORKING_FPS = 128, 171, 25.0
-QUERY_COLOUR, KEY_COLOUR = (230, 40, 40), (40, 120, 255)
 
 
 def run_demo(out: str | Path, num_videos: int = 8, seed: int = 0, config: PalConfig = PalConfig()) -> int:
@@ -56,28 +56,3 @@ def run_demo(out: str | Path, num_videos: int = 8, seed: int = 0, config: PalCon
     print(f"plan:    {out / 'plan.txt'}, replay with uptal.pal.PalPlan.load('{out / 'plan.pt'}')")
     return 0
 
-
-def save_picture(clips: torch.Tensor, plan: PalPlan, path: Path, max_pairs: int = 4) -> None:
-    """One row per synthetic video (query, then key, for the first sources), one column per clip (its middle
-    frame); clips inside the pasted region get a coloured border."""
-    from PIL import Image, ImageDraw
-
-    size, gap, label = plan.size, 4, 90
-    pairs = min(max_pairs, plan.num_sources)
-    rows = [r for i in range(pairs) for r in (i, plan.num_sources + i)]
-    canvas = Image.new("RGB", (label + plan.clips * (size + gap), len(rows) * (size + gap)), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    for row, m in enumerate(rows):
-        top = row * (size + gap)
-        is_query = m < plan.num_sources
-        draw.text((4, top + size // 2 - 12), f"{'query' if is_query else 'key'} {m % plan.num_sources}\n"
-                  f"on video {int(plan.background[m])}", fill=(0, 0, 0))
-        start, end = plan.region[m].tolist()
-        for clip in range(plan.clips):
-            frame = clips[m, :, clip * plan.frames + plan.frames // 2]         # [3, S, S]
-            left = label + clip * (size + gap)
-            canvas.paste(Image.fromarray(frame.permute(1, 2, 0).numpy()), (left, top))
-            if start <= clip <= end:
-                colour = QUERY_COLOUR if is_query else KEY_COLOUR
-                draw.rectangle([left, top, left + size - 1, top + size - 1], outline=colour, width=3)
-    canvas.save(path)

@@ -1,0 +1,190 @@
+"""Training-step benchmark: throughput, data wait and model FLOP utilisation of PAL pre-training.
+
+Two runs of the same step, side by side, to separate data from compute:
+- synthetic: clips made once in memory, so the step never waits for data (the compute ceiling);
+- data path: the real loader (decode once per batch, plan, synthesis in the worker on CPU / on the device
+  on GPU) feeding the same step, measuring the fraction of step time spent waiting for the next batch.
+Model FLOP utilisation = FLOPs of one step (counted by torch.utils.flop_counter: query encoder forward and
+backward, key encoder forward, loss) / step time / the machine's matmul rate measured in the same run
+(float32 on the CPU, bfloat16 on CUDA).
+
+    python bench/bench_train.py                 # CPU: tiny backbone on the demo config; CUDA: I3D 8x112x112
+    python bench/bench_train.py --backbone i3d --batch 16
+    python bench/bench_train.py --smoke         # seconds (CI)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import table, write_result  # noqa: E402
+
+from uptal.config import load_pretrain_config  # noqa: E402
+from uptal.data import write_demo_videos  # noqa: E402
+from uptal.data.index import load_index  # noqa: E402
+from uptal.data.loader import PalLoader  # noqa: E402
+from uptal.pal import build_plan  # noqa: E402
+from uptal.train.engine import PalStep, build_moco  # noqa: E402
+
+TARGETS = {"data_wait_fraction_gpu": 0.05}
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, size: int) -> float:
+    """FLOP/s of a square matmul: the machine's ceiling for MFU."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    repeats = 10 if device.type == "cuda" else 3
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * size ** 3 * repeats / (time.perf_counter() - start)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_step(config, device):
+    moco = build_moco(config.model).to(device)
+    if device.type == "cuda":
+        moco = moco.to(memory_format=torch.channels_last_3d)
+    optimizer = torch.optim.Adam(moco.encoder_q.parameters(), lr=config.train.lr)
+    autocast = torch.bfloat16 if device.type == "cuda" else None
+    return PalStep(moco, moco, optimizer, config.model.temperature, 0.0, autocast)
+
+
+def synthetic_batch(config, batch: int, device: torch.device):
+    pal, data = config.pal, config.data
+    plan = build_plan(torch.Generator().manual_seed(0), [64] * batch, data.height, data.width, pal)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    clips = torch.randn(2 * batch, 3, pal.clips * pal.frames, pal.size, pal.size, device=device).to(dtype)
+    return clips, plan
+
+
+def step_flops(step: PalStep, clips, plan) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step.train_step(clips, plan)
+    return counter.get_total_flops()
+
+
+def time_synthetic(step: PalStep, clips, plan, steps: int, device) -> float:
+    for _ in range(2):
+        step.train_step(clips, plan)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        result = step.train_step(clips, plan)
+    float(result.loss)
+    _sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def time_data_path(step: PalStep, loader: PalLoader, steps: int, device) -> tuple[float, float]:
+    """Seconds per step and the fraction of it spent waiting for data, over `steps` steps after one warm-up."""
+    batches = _endless(loader)
+    batch = next(batches)
+    step.train_step(step.clips(batch, device), batch.plan)
+    _sync(device)
+    waited, start = 0.0, time.perf_counter()
+    for _ in range(steps):
+        before = time.perf_counter()
+        batch = next(batches)
+        waited += time.perf_counter() - before
+        result = step.train_step(step.clips(batch, device), batch.plan)
+        float(result.loss)         # the trainer reads the loss every step (non-finite check)
+    total = time.perf_counter() - start
+    return total / steps, waited / total
+
+
+def _endless(loader: PalLoader):
+    epoch = 0
+    while True:
+        loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def run(args) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    config = load_pretrain_config(args.config, args.overrides)
+    if args.backbone:
+        config = replace(config, model=replace(config.model, backbone=args.backbone))
+    batch = args.batch
+    step = make_step(config, device)
+    clips, plan = synthetic_batch(config, batch, device)
+    flops = step_flops(step, clips, plan)
+    synthetic_s = time_synthetic(step, clips, plan, args.steps, device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    peak = matmul_rate(device, dtype, 8192 if device.type == "cuda" else 1024)
+
+    rows = [{"input": "synthetic (in memory)", "s_per_step": synthetic_s, "samples_per_s": batch / synthetic_s,
+             "data_wait": 0.0, "mfu": flops / synthetic_s / peak}]
+    with tempfile.TemporaryDirectory() as tmp:
+        write_demo_videos(tmp, num_videos=max(3 * batch, args.videos), num_frames=args.frames,
+                          height=max(config.data.height, 64), width=max(config.data.width, 85))
+        data = replace(config.data, workers=args.workers)
+        loader = PalLoader(load_index(tmp, progress=False, cache=False), config.pal, data, batch,
+                           synthesize=device.type == "cpu")
+        real_s, wait = time_data_path(step, loader, args.steps, device)
+    rows.append({"input": "demo videos (data path)", "s_per_step": real_s, "samples_per_s": batch / real_s,
+                 "data_wait": wait, "mfu": flops / real_s / peak})
+    for row in rows:
+        row.update(backbone=config.model.backbone, batch=batch, workers=args.workers)
+    return {"rows": rows, "flops_per_step": flops, "peak_flops": peak, "peak_dtype": str(dtype),
+            "device": str(device), "config": args.config, "overrides": args.overrides, "targets": TARGETS}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="a few tiny steps (CI)")
+    parser.add_argument("--config", default=None, help="default: demo on CPU, pal_paper on CUDA")
+    parser.add_argument("--backbone", default=None)
+    parser.add_argument("--batch", type=int, default=None, help="source videos (query/key pairs) per step")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--videos", type=int, default=24)
+    parser.add_argument("--frames", type=int, default=160, help="frames of each demo video")
+    parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value")
+    args = parser.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    args.config = args.config or ("pal_paper" if cuda else "demo")
+    args.batch = args.batch or (32 if cuda else 8)
+    if args.smoke:
+        args.config, args.backbone, args.batch, args.steps, args.workers, args.frames = "demo", "tiny", 3, 2, 1, 40
+        args.overrides = args.overrides + ["pal.clips=4", "pal.max_region_clips=2", "pal.size=32"]
+    result = run(args)
+    print(table(result["rows"], [("input", "input", "s"), ("backbone", "backbone", "s"), ("batch", "B", ""),
+                                 ("workers", "workers", ""), ("s_per_step", "s/step", ".3f"),
+                                 ("samples_per_s", "samples/s", ".1f"), ("data_wait", "data wait", ".1%"),
+                                 ("mfu", "MFU", ".1%")]))
+    print(f"FLOPs per step: {result['flops_per_step'] / 1e9:.1f} G; matmul ceiling "
+          f"{result['peak_flops'] / 1e12:.2f} TFLOP/s ({result['peak_dtype']}) on {result['device']}")
+    if cuda:
+        wait = result["rows"][1]["data_wait"]
+        verdict = "met" if wait <= TARGETS["data_wait_fraction_gpu"] else "NOT met"
+        print(f"data wait {wait:.1%} of step time (target <= 5% on a GPU): {verdict}")
+    if args.smoke:
+        print(json.dumps({"smoke_rows": len(result["rows"])}))
+    elif not args.no_save:
+        print(f"wrote {write_result('bench_train', 'cuda' if cuda else 'cpu', result)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Pre-training: the step (engine), the loop (pretrain), checkpoints, logging."""

@@ -1,0 +1,170 @@
+"""`uptal pretrain` end to end on tiny videos: run folder, logs, checkpoints, exact resume, stop signals, errors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from trainhelpers import tiny_overrides
+
+from uptal.cli import main
+from uptal.config import load_pretrain_config
+from uptal.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from uptal.train.pretrain import Pretrainer, TrainingError, pretrain
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(videos, out, *extra) -> Path:
+    return pretrain(load_pretrain_config(None, tiny_overrides(videos, out, *extra)))
+
+
+def records(out: Path, kind: str) -> list[dict]:
+    return [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if r["kind"] == kind]
+
+
+def model_state(out: Path) -> dict:
+    return load_checkpoint(latest_checkpoint(out / "checkpoints"))
+
+
+def test_run_folder_holds_config_logs_and_checkpoints(tiny_videos, tmp_path):
+    out = run(tiny_videos, tmp_path / "run", "train.epochs=2", "train.image_every=2", "train.tensorboard=true")
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["model"]["backbone"] == "tiny" and config["train"]["epochs"] == 2
+    train = records(out, "train")
+    assert [r["step"] for r in train] == list(range(1, 7))          # 12 training videos / 4 = 3 steps an epoch
+    for r in train:
+        assert all(k in r for k in ("loss", "lr", "positive_similarity", "negative_similarity", "accuracy",
+                                    "queue_fill", "data_wait_fraction", "samples_per_s"))
+        assert r["loss"] > 0 and 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["data_wait_fraction"] <= 1.0
+    assert train[-1]["queue_fill"] == 1.0                           # 6 steps x 4 keys = the queue of 24
+    assert len(records(out, "val")) == 2
+    assert list((out / "pictures").glob("*.png"))
+    assert list(out.glob("events.out.tfevents.*"))
+    state = model_state(out)
+    assert state["step"] == 6 and state["epoch"] == 2 and state["batch_in_epoch"] == 0
+    for key in ("model", "optimizer", "schedule", "rng", "data", "config", "versions"):
+        assert key in state
+    assert {"model.queue", "model.queue_ptr"} <= {f"model.{k}" for k in state["model"] if k.startswith("queue")}
+    assert state["versions"]["torch"] == torch.__version__
+
+
+def weights(out: Path) -> dict[str, torch.Tensor]:
+    return model_state(out)["model"]
+
+
+def test_resume_continues_exactly(tiny_videos, tmp_path):
+    """2N steps straight == N steps, stop, resume, N steps (N = 4 crosses an epoch boundary mid-way)."""
+    straight = run(tiny_videos, tmp_path / "straight", "train.epochs=3", "train.steps_per_epoch=3")
+    first = run(tiny_videos, tmp_path / "resumed", "train.epochs=3", "train.steps_per_epoch=3", "train.max_steps=4")
+    assert model_state(first)["step"] == 4 and model_state(first)["batch_in_epoch"] == 1
+    resumed = run(tiny_videos, tmp_path / "resumed", "train.epochs=3", "train.steps_per_epoch=3", "train.resume=auto")
+    a, b = weights(straight), weights(resumed)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert [r["loss"] for r in records(straight, "train")][4:] == [r["loss"] for r in records(resumed, "train")][4:]
+
+
+def test_non_finite_loss_stops_with_step_batch_and_checkpoint(tiny_videos, tmp_path, monkeypatch):
+    import uptal.train.engine as engine
+    real = engine.region_infonce
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        loss, stats, keys = real(*args, **kwargs)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] == 3 else loss), stats, keys
+
+    monkeypatch.setattr(engine, "region_infonce", poisoned)
+    with pytest.raises(TrainingError, match=r"non-finite loss nan at step 3 \(epoch 0, batch 2; videos .*"
+                                            r"last checkpoint: .*step-000000002.pt"):
+        run(tiny_videos, tmp_path / "nan", "train.checkpoint_every=2")
+
+
+def test_bad_config_is_an_error_naming_the_key(tmp_path, capsys):
+    assert main(["pretrain", "train.lrr=1"]) == 2
+    assert "train.lrr: unknown key" in capsys.readouterr().err
+    assert main(["pretrain", "model.temporal_layers=5"]) == 2
+    assert "model.temporal_layers" in capsys.readouterr().err
+
+
+def test_global_batch_must_divide_by_ranks(tiny_videos, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    config = load_pretrain_config(None, tiny_overrides(tiny_videos, tmp_path / "x"))
+    with pytest.raises(TrainingError, match="batch_size=4 is global and must divide by the 3 ranks"):
+        Pretrainer(config)
+
+
+def test_sigterm_checkpoints_and_exits_zero(tiny_videos, tmp_path):
+    out = tmp_path / "preempted"
+    args = tiny_overrides(tiny_videos, out, "train.epochs=1000")
+    process = subprocess.Popen([sys.executable, "-m", "uptal.cli", "pretrain", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "log.jsonl").exists() and records(out, "train")):
+        time.sleep(0.2)
+    assert records(out, "train"), "training did not start"
+    sent = time.time()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0, process.stdout.read()
+    assert time.time() - sent < 30
+    events = [r["message"] for r in records(out, "event")]
+    assert "stopped by signal" in events
+    state = model_state(out)
+    assert state["step"] >= 1
+
+
+def test_sigkill_at_any_moment_leaves_a_resumable_run(tiny_videos, tmp_path):
+    out = tmp_path / "killed"
+    args = tiny_overrides(tiny_videos, out, "train.epochs=1000", "train.checkpoint_every=1")
+    process = subprocess.Popen([sys.executable, "-m", "uptal.cli", "pretrain", *args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list_checkpoints(out / "checkpoints")) < 2:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    newest = latest_checkpoint(out / "checkpoints")
+    assert newest is not None
+    step = load_checkpoint(newest)["step"]
+    resumed = run(tiny_videos, out, f"train.max_steps={step + 1}", "train.resume=auto", "train.epochs=1000")
+    assert model_state(resumed)["step"] == step + 1
+
+
+CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml"))
+
+
+def test_every_paper_config_is_there():
+    names = {Path(c).stem for c in CONFIGS}
+    assert {"pal_paper", "moco_v2", "demo"} <= names
+    assert sum(n.startswith("table3_") for n in names) == 4
+    assert sum(n.startswith("table4_") for n in names) == 4
+    assert sum(n.startswith("table5_") for n in names) == 5
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_every_config_loads_and_runs_one_step(config, tiny_videos, tmp_path):
+    """Each file's method settings (paste, dense, scale, beta, temporal head, clip count) with the scale
+    shrunk (tiny backbone, 16 px, 4 videos a batch) so that one step takes a second."""
+    config_path = REPO / config
+    original = load_pretrain_config(config_path)
+    overrides = [o for o in tiny_overrides(tiny_videos, tmp_path / "run", "train.max_steps=1")
+                 if not o.startswith(("pal.clips=", "pal.max_region_clips=", "model.queue_size="))]
+    clips = min(original.pal.clips, 4)
+    overrides += [f"pal.clips={clips}", f"pal.max_region_clips={min(original.pal.max_region_clips, clips)}",
+                  "model.queue_size=24"]
+    loaded = load_pretrain_config(config_path, overrides)
+    for key in ("paste", "dense", "scale", "beta"):
+        assert getattr(loaded.pal, key) == getattr(original.pal, key)
+    assert loaded.model.temporal_layers == original.model.temporal_layers
+    out = pretrain(loaded)
+    train = records(out, "train")
+    assert len(train) == 1 and train[0]["loss"] > 0
