@@ -344,9 +344,15 @@ def _deep_copy(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _configs_folder() -> Path:
-    """configs/ of the repository, installed as the package data uptal.configs (also in editable installs)."""
-    import importlib.resources
-    return Path(str(importlib.resources.files("uptal.configs")))
+    """configs/ of the repository, installed as uptal/configs (an editable install maps it to the checkout)."""
+    installed = Path(__file__).resolve().parent / "configs"
+    if installed.is_dir():
+        return installed
+    import importlib.util
+    spec = importlib.util.find_spec("uptal.configs")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the shipped configs (uptal/configs) are not installed; give a YAML file path")
+    return Path(list(spec.submodule_search_locations)[0])
 
 
 def shipped_configs() -> list[str]:
