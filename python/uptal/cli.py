@@ -5,6 +5,8 @@
     uptal evaluate ...               ActivityNet-style detection / proposal / grounding metrics
     uptal data check|shard ...       report unusable files of a data set; write it as tar shards
     uptal pretrain --config NAME     PAL pre-training (alone or under torchrun)
+    uptal extract VIDEOS --out DIR   clip features of untrimmed videos (a checkpoint or the K400 I3D)
+    uptal export DIR --to FORMAT     features in the layout ActionFormer / OpenTAD / G-TAD / BMN / TSP read
     uptal weights i3d-k400           convert DeepMind's Kinetics-400 I3D to PyTorch
     uptal classify VIDEO             top-k Kinetics-400 classes of a video (I3D)
 """
@@ -42,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     add_subcommands(commands)
     from .train.command import add_subcommand as add_pretrain
     add_pretrain(commands)
+    from .features.command import add_subcommands as add_features
+    add_features(commands)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
