@@ -227,7 +227,10 @@ class Pretrainer:
             model = torch.nn.parallel.DistributedDataParallel(self.moco, device_ids=device_ids,
                                                               broadcast_buffers=False)
         if c.train.compile:
-            model = torch.compile(model)
+            # the backbones are where the time goes; compiling them in place (nn.Module.compile) keeps the
+            # state_dict keys of checkpoints unchanged, and keeps MoCo's shuffles and queue out of the graph
+            self.moco.encoder_q.backbone.compile()
+            self.moco.encoder_k.backbone.compile()
         self.optimizer = torch.optim.Adam(self.moco.encoder_q.parameters(), lr=c.train.effective_lr,
                                           weight_decay=c.train.weight_decay)
         self.schedule = PlateauSchedule(self.optimizer, c.train.effective_lr, c.train.plateau_factor,
