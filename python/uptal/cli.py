@@ -3,10 +3,11 @@
     uptal info                       versions, native modules, which implementation each op uses
     uptal demo [--out DIR]           write the demo videos, plan a PAL batch, synthesize it, save a picture
     uptal evaluate ...               ActivityNet-style detection / proposal / grounding metrics
-    uptal data check|shard ...       report unusable files of a data set; write it as tar shards
+    uptal data check|shard|synth-tal report unusable files; write tar shards; write a synthetic TAL benchmark
     uptal pretrain --config NAME     PAL pre-training (alone or under torchrun)
     uptal extract VIDEOS --out DIR   clip features of untrimmed videos (a checkpoint or the K400 I3D)
     uptal export DIR --to FORMAT     features in the layout ActionFormer / OpenTAD / G-TAD / BMN / TSP read
+    uptal probe tad ...              train a small TAD head on frozen features and report its mAP
     uptal weights i3d-k400           convert DeepMind's Kinetics-400 I3D to PyTorch
     uptal classify VIDEO             top-k Kinetics-400 classes of a video (I3D)
 """
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     add_pretrain(commands)
     from .features.command import add_subcommands as add_features
     add_features(commands)
+    from .eval.probe_command import add_subcommand as add_probe
+    add_probe(commands)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

@@ -1,13 +1,16 @@
-"""The `uptal data` subcommand: check a data set before training, and write it as tar shards.
+"""The `uptal data` subcommand: check a data set before training, write it as tar shards, write a benchmark.
 
     uptal data check SOURCE [--min-duration S] [--json] [--no-progress] [--workers N] [--no-cache]
     uptal data shard SOURCE --out DIR [--max-size 1GB | --per-shard N] [--min-duration S] [--no-progress]
+    uptal data synth-tal --out DIR [--videos 40] [--classes 4] [--seed 0] [--duration-range 8 16] [--fps 10]
+                         [--height 64] [--width 85] [--test-fraction 0.25]
 
 SOURCE is a folder of videos, a CSV/TXT list, or a shard set (its folder or shards.json); see
 `uptal.data.index`. `add_subcommand(subparsers)` registers `data` on the caller's argparse sub-parsers;
 every leaf parser sets ``func``, which takes the parsed namespace and returns the exit code: 0 when the data
-set has usable videos (check) or records were written (shard), 1 when there are none (shard then writes
-nothing), and 2 after a one-line error on stderr when an input is bad (no traceback reaches the user).
+set has usable videos (check), records were written (shard) or the benchmark was written (synth-tal), 1 when
+there are none (shard then writes nothing), and 2 after a one-line error on stderr when an input is bad (no
+traceback reaches the user).
 
 `check --json` prints one JSON object per file and nothing else on stdout (progress goes to stderr).
 """
@@ -20,17 +23,20 @@ import sys
 from .check import check_index, format_report, summarize
 from .index import load_index
 from .shards import DEFAULT_MAX_SIZE, MANIFEST_NAME, parse_size, write_shards
+from .synth_tal import CLASS_NAMES, write_synth_tal
 
-__all__ = ["add_subcommand", "run_check", "run_shard"]
+__all__ = ["add_subcommand", "run_check", "run_shard", "run_synth_tal"]
 
 SOURCE_HELP = "a folder of videos (searched recursively), a .csv/.txt list, or a shard set (folder or shards.json)"
 
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `data` with its check | shard sub-commands; return its parser."""
-    parser = subparsers.add_parser("data", help="check a video data set, write it as tar shards",
-                                   description="Index, check and shard video data sets.")
-    actions = parser.add_subparsers(dest="action", metavar="{check,shard}")
+    """Register `data` with its check | shard | synth-tal sub-commands; return its parser."""
+    parser = subparsers.add_parser("data", help="check a video data set, write it as tar shards, write a "
+                                                "synthetic TAL benchmark",
+                                   description="Index, check and shard video data sets; write a synthetic "
+                                               "temporal action localization benchmark.")
+    actions = parser.add_subparsers(dest="action", metavar="{check,shard,synth-tal}")
     actions.required = True
 
     check = actions.add_parser(
@@ -54,6 +60,27 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
                        help=f"largest shard, e.g. 500MB, 1GB, 64MiB (default: {DEFAULT_MAX_SIZE // 10**9}GB)")
     limit.add_argument("--per-shard", type=int, metavar="N", default=None, help="records per shard instead")
     shard.set_defaults(func=run_shard)
+
+    synth = actions.add_parser(
+        "synth-tal", help="write untrimmed videos with known action instances and ActivityNet ground truth",
+        description="Write a synthetic temporal action localization benchmark: DIR/videos/<id>.mp4 (textured "
+                    "moving backgrounds with a scene cut, 1-3 non-overlapping action instances of 1-4 s each), "
+                    "DIR/annotations.json (ActivityNet format; the test split is the 'validation' subset) and "
+                    f"DIR/classes.txt. Classes are motion patterns: {', '.join(CLASS_NAMES)}. The same "
+                    "arguments give the same annotations and pixels.")
+    synth.add_argument("--out", required=True, metavar="DIR", help="folder for videos/, annotations.json, classes.txt")
+    synth.add_argument("--videos", type=int, default=40, metavar="N", help="videos to write (default: %(default)s)")
+    synth.add_argument("--classes", type=int, default=4, metavar="K",
+                       help=f"action classes, 1 to {len(CLASS_NAMES)} (default: %(default)s)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    synth.add_argument("--duration-range", type=float, nargs=2, default=(8.0, 16.0), metavar=("MIN", "MAX"),
+                       help="video length in seconds, drawn uniformly (default: 8 16)")
+    synth.add_argument("--fps", type=float, default=10.0, help="frame rate, >= 5 (default: %(default)g)")
+    synth.add_argument("--height", type=int, default=64, help="frame height (default: %(default)s)")
+    synth.add_argument("--width", type=int, default=85, help="frame width (default: %(default)s)")
+    synth.add_argument("--test-fraction", type=float, default=0.25, metavar="F",
+                       help="fraction of the videos in the test ('validation') split (default: %(default)g)")
+    synth.set_defaults(func=run_synth_tal)
     return parser
 
 
@@ -112,3 +139,17 @@ def run_shard(args: argparse.Namespace) -> int:
     if left_out:
         print(f"left out {left_out} unusable files (`uptal data check` says why)")
     return 0 if shard_set.total else 1
+
+
+def run_synth_tal(args: argparse.Namespace) -> int:
+    """`uptal data synth-tal`: write the benchmark, print what was written; 0, or 2 after a one-line error."""
+    try:
+        written = write_synth_tal(args.out, videos=args.videos, classes=args.classes, seed=args.seed,
+                                  duration_range=tuple(args.duration_range), fps=args.fps, height=args.height,
+                                  width=args.width, test_fraction=args.test_fraction)
+    except (ValueError, OSError) as error:
+        return _fail("synth-tal", error)
+    print(f"wrote {len(written.videos)} videos ({written.num_training} training, {written.num_validation} "
+          f"validation; {written.num_instances} action instances) to {written.directory / 'videos'}; "
+          f"ground truth {written.annotations}; classes {written.classes}")
+    return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -33,5 +34,6 @@ def _run(args) -> int:
     except (ConfigError, DataError, TrainingError) as error:
         print(f"uptal pretrain: error: {error}", file=sys.stderr)
         return 2
-    print(f"run folder: {run}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"run folder: {run}")
     return 0
