@@ -179,6 +179,9 @@ class _Position:
 
 
 class Pretrainer:
+    """One rank's share of a pre-training run: builds data, model and optimizer from the config, then `fit()`
+    trains (resuming first when train.resume asks), validates every epoch and checkpoints (rank 0 writes)."""
+
     def __init__(self, config: PretrainConfig) -> None:
         self.config = config
         train = config.train
