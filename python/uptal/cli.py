@@ -7,7 +7,7 @@
     uptal pretrain --config NAME     PAL pre-training (alone or under torchrun)
     uptal extract VIDEOS --out DIR   clip features of untrimmed videos (a checkpoint or the K400 I3D)
     uptal export DIR --to FORMAT     features in the layout ActionFormer / OpenTAD / G-TAD / BMN / TSP read
-    uptal probe tad ...              train a small TAD head on frozen features and report its mAP
+    uptal probe tad|equivariance ... a small TAD head on frozen features (mAP); speed-equivariance maps
     uptal weights i3d-k400           convert DeepMind's Kinetics-400 I3D to PyTorch
     uptal classify VIDEO             top-k Kinetics-400 classes of a video (I3D)
 """
