@@ -63,8 +63,18 @@ def two_rank_first_step(rank: int, rendezvous: str, out: str) -> None:
         torch.distributed.all_reduce(loss)
         if rank == 0:
             torch.save({"loss": loss / 2, "grads": grads}, out)
+        del model                              # DDP's reducer must go before its process group
     finally:
-        torch.distributed.destroy_process_group()
+        _shut_down()
+
+
+def _shut_down() -> None:
+    """Both ranks reach the end, the DDP objects are gone, then the group: tearing the group down under a live
+    reducer, or while the other rank still talks, can abort the process at exit."""
+    import gc
+    torch.distributed.barrier()
+    gc.collect()
+    torch.distributed.destroy_process_group()
 
 
 def test_two_ranks_first_step_equals_one_rank_on_the_whole_batch(tmp_path):
@@ -96,7 +106,8 @@ def two_rank_pretrain(rank: int, port: int, overrides: list[str], out: str) -> N
     seen = [p for b in trainer.train_loader for p in b.paths]     # epoch 0's videos of this rank
     trainer.fit()
     torch.save({"state": trainer.moco.state_dict(), "seen": seen}, f"{out}/rank{rank}.pt")
-    torch.distributed.destroy_process_group()
+    del trainer
+    _shut_down()
 
 
 def test_two_rank_pretrain_stays_in_sync_on_disjoint_videos(tiny_videos, tmp_path):

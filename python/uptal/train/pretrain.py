@@ -18,6 +18,7 @@ names the step, the batch, its videos and the last checkpoint.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import math
@@ -224,11 +225,10 @@ class Pretrainer:
             self.moco.to(memory_format=torch.channels_last_3d)
         model: torch.nn.Module = self.moco
         if env.world_size > 1:
-            # broadcast_buffers=False: the queue is the same on every rank already (all-gathered keys), and
-            # broadcasting it every step would move K x D floats for nothing
+            # no buffer sync on every forward: the queue is the same on every rank already (all-gathered keys),
+            # and broadcasting it every step would move K x D floats for nothing
             device_ids = [env.device.index] if env.device.type == "cuda" else None
-            model = torch.nn.parallel.DistributedDataParallel(self.moco, device_ids=device_ids,
-                                                              broadcast_buffers=False)
+            model = torch.nn.parallel.DistributedDataParallel(self.moco, device_ids=device_ids, **_no_buffer_sync())
         if c.train.compile:
             # the backbones are where the time goes; compiling them in place (nn.Module.compile) keeps the
             # state_dict keys of checkpoints unchanged, and keeps MoCo's shuffles and queue out of the graph
@@ -445,6 +445,13 @@ class Pretrainer:
             self.logger.image(p.step, render_batch(clips, batch.plan))
 
 
+def _no_buffer_sync() -> dict:
+    """DDP's switch for per-forward buffer broadcasts (renamed in recent torch releases)."""
+    import inspect
+    parameters = inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters else {"broadcast_buffers": False}
+
+
 class _Meter:
     """Samples per second and the fraction of step time spent waiting for data, over the last few steps."""
 
@@ -498,4 +505,11 @@ def pretrain(config: PretrainConfig) -> Path:
     """Run (or resume) pre-training; returns the run folder."""
     trainer = Pretrainer(config)
     trainer.fit()
-    return trainer.run
+    run = trainer.run
+    if torch.distributed.is_initialized():
+        # every rank got here; drop DDP (its reducer) before the group, or the exit can abort
+        trainer.env.barrier()
+        del trainer
+        gc.collect()
+        torch.distributed.destroy_process_group()
+    return run
