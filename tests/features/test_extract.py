@@ -97,7 +97,7 @@ def test_extract_command_writes_features_and_metadata(demo_videos, tmp_path):
         for key in ("fps", "clip_frames", "frame_stride", "clip_stride", "checkpoint_sha256", "preprocessing",
                     "uptal_version"):
             assert key in metadata
-    assert not [p for p in out.rglob(".tmp-*")]
+    assert not [p for p in out.rglob(".*.tmp")]
 
 
 def test_preset_tsp_sets_sampling(demo_videos, tmp_path):
@@ -269,13 +269,10 @@ def test_rank_environment_shards_the_command(demo_videos, tmp_path, monkeypatch)
     assert sorted(p.name for p in out.glob("*.npy")) == ["demo_001.npy"]
 
 
-# --- real video, K400 I3D (only when the weights are already converted) ------------------------------------------------
+# --- real video, K400 I3D (weights converted on first use, as `uptal weights i3d-k400` does) ---------------------
 
-def test_k400_i3d_on_a_real_video(shared_data, tmp_path):
+def test_k400_i3d_on_a_real_video(shared_data, k400_weights, tmp_path):
     from uptal.features.extract import stream_clips
-    from uptal.models.weights import default_i3d_k400_path
-    if not default_i3d_k400_path().is_file():
-        pytest.skip("K400 I3D weights not converted (run `uptal weights i3d-k400`)")
     videos = sorted((shared_data / "videos").glob("*.mp4"))
     if not videos:
         pytest.skip("no shared videos")

@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
@@ -42,6 +41,7 @@ from typing import Any, Mapping
 
 from tqdm import tqdm
 
+from ..files import write_text_atomically
 from .decode import VIDEO_ERROR_REASONS, VideoError, VideoInfo, probe
 
 __all__ = [
@@ -55,7 +55,6 @@ __all__ = [
     "info_from_meta",
     "info_to_meta",
     "load_index",
-    "write_atomically",
 ]
 
 log = logging.getLogger("uptal.data")
@@ -148,21 +147,6 @@ def info_from_meta(path: str | os.PathLike, meta: Mapping[str, Any]) -> VideoInf
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path}: video metadata lacks or garbles {error}") from error
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write a text file under a temporary name, then rename it: readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; other users of the data set must read it
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -364,7 +348,7 @@ class _ProbeCache:
         errors = []
         for location in self.locations:
             try:
-                write_atomically(location, text)
+                write_text_atomically(location, text)
                 return
             except OSError as error:
                 errors.append(f"{location}: {error.strerror or error}")

@@ -48,9 +48,9 @@ from typing import Any, BinaryIO, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from ..files import write_text_atomically
 from .decode import BytesSource, VideoError, VideoInfo
-from .index import OK, IndexEntry, VideoIndex, apply_min_duration, info_from_meta, info_to_meta, load_index, \
-    write_atomically
+from .index import OK, IndexEntry, VideoIndex, apply_min_duration, info_from_meta, info_to_meta, load_index
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
@@ -302,7 +302,7 @@ def write_shards(source: VideoIndex | str | os.PathLike, out: str | os.PathLike,
         writer.abort()
         raise
     shard_set = ShardSet(out, tuple(shards), tuple(skipped))
-    write_atomically(out / MANIFEST_NAME, json.dumps(shard_set.manifest()))
+    write_text_atomically(out / MANIFEST_NAME, json.dumps(shard_set.manifest()))
     return shard_set
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import write_text_atomically
 from .demo import _bounce, _color, _encode, _even, _render_scene, _Scene, _scene
 
 __all__ = [
@@ -373,13 +374,6 @@ def annotations_dict(specs: list[SynthVideoSpec], classes: int) -> dict:
     return {"version": VERSION, "taxonomy": taxonomy, "database": database}
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write through a temporary name, so an interrupted run never leaves a partial file under the final name."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 def _write_video(path: Path, spec: SynthVideoSpec, crf: int) -> None:
     """Encode one video; 4:2:0 needs even sizes, so an odd size is stored one pixel larger (as the demo's)."""
     video = synth_tal_frames(spec, width=_even(spec.width))     # [T, H, W_even, 3]: the scene extends right
@@ -405,8 +399,8 @@ def write_synth_tal(out: str | os.PathLike, videos: int = 40, classes: int = 4, 
         path = directory / "videos" / f"{spec.video_id}.mp4"
         _write_video(path, spec, crf)
         paths.append(path)
-    _write_text(directory / "classes.txt", "".join(f"{name}\n" for name in CLASS_NAMES[:classes]))
-    _write_text(directory / "annotations.json", json.dumps(annotations_dict(specs, classes), indent=1) + "\n")
+    write_text_atomically(directory / "classes.txt", "".join(f"{name}\n" for name in CLASS_NAMES[:classes]))
+    write_text_atomically(directory / "annotations.json", json.dumps(annotations_dict(specs, classes), indent=1) + "\n")
     num_validation = sum(spec.subset == "validation" for spec in specs)
     return SynthTalSet(directory=directory, annotations=directory / "annotations.json",
                        classes=directory / "classes.txt", videos=tuple(paths),

@@ -21,7 +21,6 @@ The quick way to compare pre-trainings on a user's own annotated videos without 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..features.export import FeatureSet, read_feature_set
-from ..features.extract import write_atomically
+from ..files import write_json_atomically
 from . import activitynet as anet
 from . import metrics
 
@@ -355,10 +354,6 @@ def _require_some(videos: list[ProbeVideo], missing: list[str], subset: str, fea
 # the whole probe
 
 
-def _save_json(path: Path, value: Any) -> None:
-    write_atomically(path, lambda temporary: temporary.write_text(json.dumps(value, indent=1) + "\n"))
-
-
 def run_tad_probe(features_dir: str | os.PathLike, gt_path: str | os.PathLike, out: str | os.PathLike, *,
                   train_subset: str = "training", test_subset: str = "validation", epochs: int = 30,
                   seed: int = 0, hidden: int = 128, layers: int = 2, lr: float = 1e-3,
@@ -386,7 +381,7 @@ def run_tad_probe(features_dir: str | os.PathLike, gt_path: str | os.PathLike, o
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     predictions_path = out / "predictions.json"
-    _save_json(predictions_path, predictions)
+    write_json_atomically(predictions_path, predictions)
 
     evaluated = metrics.detection_map(evaluated_gt, anet.predictions_from_dict(
         predictions, evaluated_gt, source=str(predictions_path)), thresholds)
@@ -406,6 +401,6 @@ def run_tad_probe(features_dir: str | os.PathLike, gt_path: str | os.PathLike, o
                     f"{len(evaluated_gt.classes)} classes)"),
     }
     metrics_path = out / "metrics.json"
-    _save_json(metrics_path, summary)
+    write_json_atomically(metrics_path, summary)
     return ProbeReport(metrics=summary, predictions_path=predictions_path, metrics_path=metrics_path,
                        missing={train_subset: train_missing, test_subset: test_missing})

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .extract import _save_json, _save_npy, write_atomically
+from ..files import write_atomically, write_json_atomically, write_text_atomically
+from .extract import _save_npy
 
 __all__ = ["TARGETS", "FeatureSet", "read_feature_set", "interpolate_time", "export_features", "write_tsp_h5"]
 
@@ -109,11 +110,10 @@ def _export_per_video(feature_set: FeatureSet, out: Path, target: str, annotatio
     for name, (path, _) in feature_set.videos.items():
         _copy(path, out / path.name)
         files[name] = path.name
-    _save_json(out / "feature_info.json", _sidecar(feature_set, format=target, files=files))
+    write_json_atomically(out / "feature_info.json", _sidecar(feature_set, format=target, files=files))
     if target == "opentad" or annotations is not None:
         missing = _missing_videos(feature_set, _annotation_ids(annotations)) if annotations is not None else []
-        write_atomically(out / "missing_files.txt",
-                         lambda temporary: temporary.write_text("".join(f"{vid}\n" for vid in missing)))
+        write_text_atomically(out / "missing_files.txt", "".join(f"{vid}\n" for vid in missing))
 
 
 def _export_fixed_length(feature_set: FeatureSet, out: Path, target: str, length: int) -> None:
@@ -122,7 +122,7 @@ def _export_fixed_length(feature_set: FeatureSet, out: Path, target: str, length
         _save_npy(out / path.name, interpolate_time(feature_set.load(name), length))
         first, last = metadata["timestamps"][0], metadata["timestamps"][-1]
         timestamps[name] = np.linspace(first, last, length).tolist()
-    _save_json(out / "feature_info.json",
+    write_json_atomically(out / "feature_info.json",
                _sidecar(feature_set, format=target, length=length, timestamps=timestamps,
                         interpolation="linear along time (align corners), channels untouched"))
 

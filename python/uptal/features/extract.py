@@ -36,13 +36,14 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..files import write_atomically, write_json_atomically
 from ..data.decode import decode_window, probe
 from ..models import build_backbone
 
 __all__ = [
     "PRESETS", "VIDEO_EXTENSIONS", "ClipSampling", "Preprocessing", "Encoder", "ExtractionResult",
     "load_encoder", "find_videos", "shard_for_rank", "stream_clips", "extract_video", "extract_videos",
-    "video_is_done", "write_atomically", "metadata_path", "feature_path",
+    "video_is_done", "metadata_path", "feature_path",
 ]
 
 #: Named sampling settings; explicit command-line values override them.
@@ -341,17 +342,6 @@ def metadata_path(out: Path, name: str) -> Path:
     return out / "metadata" / f"{name}.json"
 
 
-def write_atomically(path: Path, write) -> None:
-    """write(temporary_path), then rename over `path`: readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".tmp-{os.getpid()}-{path.name}"
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def _save_npy(path: Path, array: np.ndarray) -> None:
     def write(temporary: Path) -> None:
         with open(temporary, "wb") as handle:   # a file object, so np.save adds no second ".npy"
@@ -359,10 +349,6 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
             handle.flush()
             os.fsync(handle.fileno())
     write_atomically(path, write)
-
-
-def _save_json(path: Path, value: dict) -> None:
-    write_atomically(path, lambda temporary: temporary.write_text(json.dumps(value, indent=1) + "\n"))
 
 
 def settings_record(sampling: ClipSampling, prep: Preprocessing, encoder: Encoder) -> dict[str, Any]:
@@ -486,7 +472,7 @@ def _extract_one(path, out, encoder, sampling, prep, prefix, batch_size, device,
         metadata["feature_file"] = feature_path(out, name, prefix).name
         # Features first, metadata last: metadata present means the .npy beside it is complete.
         _save_npy(feature_path(out, name, prefix), features)
-        _save_json(metadata_path(out, name), metadata)
+        write_json_atomically(metadata_path(out, name), metadata)
         result.done.append(name)
     except Exception as error:  # noqa: BLE001 - one bad video must not stop the others; reported at the end
         result.failed[name] = f"{type(error).__name__}: {error}"
