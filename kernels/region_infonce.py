@@ -6,9 +6,11 @@ forward
   1. _pool_normalize     one program per region: mean of the clips s..e of clip_q and of clip_k, L2-normalised
                          -> queries q, keys k [B, D], the norm of q before normalising, the positive similarity q.k
   2. _queue_lse_partial  grid (row blocks, queue splits): each program streams its share of the queue tile by tile,
-                         sim = q @ tile^T, and keeps an online log-sum-exp (running max, running sum of exp) and the
-                         sum of similarities. The [B, K] logits never exist in memory; splitting the queue over
-                         programs (split-K) fills the GPU even when B is small.
+                         sim = q @ tile^T, and keeps an online log-sum-exp (running max, running sum of exp) and
+                         the sum of its keys, whose dot with q is the sum of the split's similarities in fp32
+                         (summing the dots' TF32 similarities instead was 20x less accurate than the reference).
+                         The [B, K] logits never exist in memory; splitting the queue over programs (split-K) fills
+                         the GPU even when B is small.
   3. _combine            one program per region merges the splits with the positive -> loss of the row, stats
 backward
   4. _queue_grad         same grid as 2: recomputes each logit tile, p = exp(logit - lse), accumulates p @ tile
@@ -17,7 +19,7 @@ backward
                          through the normalisation and the region mean into d clip_q [B, J, D]
 
 Everything is computed in fp32: bf16/fp16 loads are cast before tl.dot (the CPU interpreter gets low-precision dots
-wrong); the fp32 dots use 3xTF32 on NVIDIA GPUs, or plain TF32 for bfloat16 features (see dot_precision).
+wrong); the dots are plain fp32 (tensor cores off), or TF32 for bfloat16 features (see dot_precision).
 Logits are taken relative to the positive, (sim - q.k) * log2(e) / tau, in base 2 (exp2/log2). Relative to the
 positive, the logits that carry the probability mass are small numbers, so fp32 rounds them finely: with absolute
 logits of magnitude 1 / tau the backward's softmax was measurably less accurate than the reference's. For the same
@@ -42,15 +44,12 @@ FP_FUSION = dict(enable_fp_fusion=True)
 
 # GPU tiles for D <= 128 per (dot precision, backward?): (block_b, block_k, num_warps, num_stages). Chosen without a
 # GPU by compiling for sm_90 (triton.compile with GPUTarget("cuda", 90, 32), then cuobjdump -res-usage): the largest
-# tiles that fit the 227 KB of shared memory and do not spill registers, except the 3xTF32 backward, which spills
-# at every size tried and least with these (80 bytes). Not timed: tune them on a GPU.
+# tiles that fit the 227 KB of shared memory and do not spill registers. Not timed: tune them on a GPU.
 GPU_TILES = {
-    ("tf32", False): (64, 64, 8, 3),    # 77 registers, 64 KB shared memory
+    ("tf32", False): (64, 64, 8, 3),    # 118 registers, 64 KB shared memory
     ("tf32", True): (64, 64, 8, 3),     # 226 registers, 96 KB
-    ("tf32x3", False): (64, 32, 8, 2),  # 162 registers, 112 KB
-    ("tf32x3", True): (32, 32, 8, 2),   # 255 registers + 80 bytes of spill, 48 KB
-    ("ieee", False): (32, 32, 4, 2),    # AMD: not compiled here
-    ("ieee", True): (32, 32, 4, 2),
+    ("ieee", False): (32, 64, 8, 3),    # 136 registers, 81 KB (most other shapes spill: fp32 dots need registers)
+    ("ieee", True): (64, 32, 8, 3),     # 140 registers, 72 KB
 }
 
 
@@ -67,12 +66,14 @@ class Tiling:
 
 
 def dot_precision(clip_dtype: torch.dtype) -> str:
-    """3xTF32 keeps fp32 accuracy. Plain TF32 suffices for bfloat16 features, whose own rounding (8 bits) is
-    coarser than TF32's (11 bits): emulated at B=512, K=16384, D=128, the row losses' and gradient's errors grow
-    by at most 2% over the bf16 reference's, whereas fp32 features lose 100x (and fp16 1.5x, so fp16 keeps 3xTF32)."""
-    if torch.version.hip:
-        return "ieee"
-    return "tf32" if clip_dtype == torch.bfloat16 else "tf32x3"
+    """TF32 suffices for bfloat16 features, whose own rounding (8 bits) is coarser than TF32's (11 bits): emulated
+    at B=512, K=16384, D=128, the row losses' and gradient's errors grow by at most 2% over the bf16 reference's,
+    and an H200 measured the same. fp32 and fp16 features need fp32 dots: with 3xTF32 the row losses' error on an
+    H200 was 3.6x (B=70, K=1000) and 4x (B=512, K=16384) the fp32 reference's. The queue matmuls are small
+    (2 B K D flops each way), so giving up the tensor cores for fp32 features costs little."""
+    if clip_dtype == torch.bfloat16 and not torch.version.hip:
+        return "tf32"
+    return "ieee"
 
 
 def choose_tiling(batch: int, num_keys: int, dim: int, device: torch.device, clip_dtype: torch.dtype,
@@ -113,7 +114,8 @@ def forward(clip_q, clip_k, regions_q, regions_k, queue, tau: float, tiling: Til
     queries, keys = torch.empty(batch, dim, **f32), torch.empty(batch, dim, **f32)
     query_norms, positives = torch.empty(batch, **f32), torch.empty(batch, **f32)
     _pool_normalize_kernel[(batch,)](clip_q, clip_k, regions_q, regions_k, queries, keys, query_norms, positives,
-                                     num_clips, dim, BLOCK_D=tiling.block_d, **FP_FUSION)
+                                     num_clips, dim, BLOCK_J=triton.next_power_of_2(num_clips),
+                                     BLOCK_D=tiling.block_d, **FP_FUSION)
 
     scale = LOG2E.value / tau
     partials = torch.empty(3, tiling.splits, batch, **f32)  # running max, sum of exp2, sum of similarities
@@ -146,7 +148,8 @@ def backward(grad_loss, regions_q, queries, query_norms, keys, queue, row_losses
                              **FP_FUSION)
     grad_clip = torch.empty(batch, num_clips, dim, dtype=clip_dtype, device=queries.device)
     _region_backward_kernel[(batch,)](grad_loss, regions_q, queries, query_norms, keys, row_losses, weighted_keys,
-                                      grad_clip, batch, num_clips, dim, 1.0 / tau, BLOCK_D=tiling.block_d, **FP_FUSION)
+                                      grad_clip, batch, num_clips, dim, 1.0 / tau,
+                                      BLOCK_J=triton.next_power_of_2(num_clips), BLOCK_D=tiling.block_d, **FP_FUSION)
     return grad_clip
 
 
@@ -162,25 +165,26 @@ def _clamped_region(region_ptr, J):
 
 
 @triton.jit
-def _region_unit_vector(clip_ptr, region_ptr, b, J, D, d, in_dim, BLOCK_D: tl.constexpr):
+def _region_unit_vector(clip_ptr, region_ptr, b, J, D, d, in_dim, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr):
     """Mean of clips first..last of region b, L2-normalised; also returns the norm before normalising."""
     first, last = _clamped_region(region_ptr + 2 * b, J)
-    total = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for j in range(first, last + 1):
-        total += tl.load(clip_ptr + (b * J + j) * D + d, mask=in_dim, other=0.0).to(tl.float32)
-    mean = total / (last - first + 1).to(tl.float32)
+    j = tl.arange(0, BLOCK_J)
+    inside = (j >= first) & (j <= last)                                                  # [BLOCK_J]
+    clips = tl.load(clip_ptr + (b * J + j[:, None]) * D + d[None, :], mask=inside[:, None] & in_dim[None, :],
+                    other=0.0).to(tl.float32)                                            # [BLOCK_J, BLOCK_D]
+    mean = tl.sum(clips, axis=0) / (last - first + 1).to(tl.float32)                     # [BLOCK_D]
     norm = tl.sqrt(tl.sum(mean * mean, axis=0))
     return mean / tl.maximum(norm, EPS), norm
 
 
 @triton.jit
 def _pool_normalize_kernel(clip_q, clip_k, regions_q, regions_k, queries, keys, query_norms, positives, J, D,
-                           BLOCK_D: tl.constexpr):
+                           BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr):
     b = tl.program_id(0)
     d = tl.arange(0, BLOCK_D)
     in_dim = d < D
-    q, q_norm = _region_unit_vector(clip_q, regions_q, b, J, D, d, in_dim, BLOCK_D)
-    k, _ = _region_unit_vector(clip_k, regions_k, b, J, D, d, in_dim, BLOCK_D)
+    q, q_norm = _region_unit_vector(clip_q, regions_q, b, J, D, d, in_dim, BLOCK_J, BLOCK_D)
+    k, _ = _region_unit_vector(clip_k, regions_k, b, J, D, d, in_dim, BLOCK_J, BLOCK_D)
     tl.store(queries + b * D + d, q, mask=in_dim)
     tl.store(keys + b * D + d, k, mask=in_dim)
     tl.store(query_norms + b, q_norm)
@@ -220,7 +224,7 @@ def _queue_lse_partial_kernel(queries, queue, positives, partials, B, K, D, scal
     first_key, end_key = _split_range(K, tiles_per_split, BLOCK_K)
     running_max = tl.full([BLOCK_B], float("-inf"), dtype=tl.float32)
     running_sum = tl.zeros([BLOCK_B], dtype=tl.float32)
-    similarity_sum = tl.zeros([BLOCK_B], dtype=tl.float32)
+    key_sum = tl.zeros([BLOCK_D], dtype=tl.float32)
     for start in range(first_key, end_key, BLOCK_K):
         tile, valid = _load_queue_tile(queue, start, end_key, D, d, BLOCK_K)
         similarity = tl.dot(q, tl.trans(tile), input_precision=PRECISION)  # [BLOCK_B, BLOCK_K]
@@ -228,12 +232,12 @@ def _queue_lse_partial_kernel(queries, queue, positives, partials, B, K, D, scal
         new_max = tl.maximum(running_max, tl.max(logit, axis=1))
         running_sum = running_sum * tl.exp2(running_max - new_max) + tl.sum(tl.exp2(logit - new_max[:, None]), axis=1)
         running_max = new_max
-        similarity_sum += tl.sum(tl.where(valid[None, :], similarity, 0.0), axis=1)
+        key_sum += tl.sum(tile, axis=0)  # masked keys load as zeros
     split_rows = tl.program_id(1) * B + rows
     num_splits = tl.num_programs(1)
     tl.store(partials + split_rows, running_max, mask=in_batch)
     tl.store(partials + num_splits * B + split_rows, running_sum, mask=in_batch)
-    tl.store(partials + 2 * num_splits * B + split_rows, similarity_sum, mask=in_batch)
+    tl.store(partials + 2 * num_splits * B + split_rows, tl.sum(q * key_sum[None, :], axis=1), mask=in_batch)
 
 
 @triton.jit
@@ -277,7 +281,7 @@ def _queue_grad_kernel(queries, keys, queue, row_losses, weighted_keys, B, K, D,
 
 @triton.jit
 def _region_backward_kernel(grad_loss, regions_q, queries, query_norms, keys, row_losses, weighted_keys, grad_clip,
-                            B, J, D, inv_tau, BLOCK_D: tl.constexpr):
+                            B, J, D, inv_tau, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr):
     b = tl.program_id(0)
     d = tl.arange(0, BLOCK_D)
     in_dim = d < D
@@ -293,11 +297,12 @@ def _region_backward_kernel(grad_loss, regions_q, queries, query_norms, keys, ro
     grad_mean = (grad_q - q * radial) / tl.maximum(norm, EPS)
     # through the mean over clips first..last: each clip inside gets an equal share, the others nothing
     first, last = _clamped_region(regions_q + 2 * b, J)
-    share = grad_mean / (last - first + 1).to(tl.float32)
-    for j in range(0, J):
-        inside = (j >= first) & (j <= last)
-        tl.store(grad_clip + (b * J + j) * D + d, tl.where(inside, share, 0.0).to(grad_clip.dtype.element_ty),
-                 mask=in_dim)
+    share = grad_mean / (last - first + 1).to(tl.float32)                                # [BLOCK_D]
+    j = tl.arange(0, BLOCK_J)
+    inside = (j >= first) & (j <= last)                                                  # [BLOCK_J]
+    grad = tl.where(inside[:, None], share[None, :], 0.0)                                # [BLOCK_J, BLOCK_D]
+    tl.store(grad_clip + (b * J + j[:, None]) * D + d[None, :], grad.to(grad_clip.dtype.element_ty),
+             mask=(j[:, None] < J) & in_dim[None, :])
 
 
 # @triton.jit chose, when this module was imported, between compiled and interpreted (TRITON_INTERPRET=1) kernels.

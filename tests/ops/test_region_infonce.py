@@ -264,6 +264,11 @@ INTERPRETER_CASES = {
 
 @pytest.fixture(scope="module")
 def interpreted(tmp_path_factory):
+    triton = pytest.importorskip("triton")
+    if tuple(int(part) for part in triton.__version__.split(".")[:2]) < (3, 7):
+        # 3.6's interpreter hands scalars to kernels as 1-element arrays: range() over a run-time bound raises
+        # TypeError (seen with torch 2.11's triton 3.6.0; 3.7.0 and 3.9.0 pass). Compiled kernels are unaffected.
+        pytest.skip(f"Triton's interpreter before 3.7 cannot loop over run-time bounds (triton {triton.__version__})")
     folder = tmp_path_factory.mktemp("interpreter")
     cases = {name: make_inputs(*shape[:4], seed=index) for index, (name, shape) in
              enumerate(INTERPRETER_CASES.items())}
@@ -328,8 +333,8 @@ def compile_for_sm90(kernel, argument_types, constants, num_warps, num_stages):
 @pytest.mark.slow
 @pytest.mark.parametrize("clip_dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_queue_kernels_compile_for_sm90_at_the_papers_sizes(clip_dtype, monkeypatch):
-    """The tiles choose_tiling picks for B=512, K=16384, D=128 on an H100 fit its shared memory, and only the
-    3xTF32 backward spills registers (as kernels/region_infonce.py documents)."""
+    """The tiles choose_tiling picks for B=512, K=16384, D=128 on an H100 fit its shared memory and spill no
+    registers."""
     if os.environ.get("TRITON_INTERPRET", "") not in ("", "0"):
         pytest.skip("the kernels were imported interpreted")
     kernels = pytest.importorskip("uptal.kernels.region_infonce")
@@ -345,8 +350,7 @@ def test_queue_kernels_compile_for_sm90_at_the_papers_sizes(clip_dtype, monkeypa
         registers, spilled, shared = compile_for_sm90(kernel, {**common, **pointers}, constants, tiling.num_warps,
                                                       tiling.num_stages)
         assert shared <= H100_SHARED_MEMORY, f"{kernel.__name__}: {shared} bytes of shared memory"
-        may_spill = backward and tiling.precision == "tf32x3"
-        assert may_spill or spilled == 0, f"{kernel.__name__}: {registers} registers, {spilled} bytes spilled"
+        assert spilled == 0, f"{kernel.__name__}: {registers} registers, {spilled} bytes spilled"
 
 
 # --- the Triton kernels on a GPU at the paper's sizes ------------------------------------------------------
@@ -380,7 +384,8 @@ def test_cuda_deterministic_backward_is_bitwise_reproducible():
 @pytest.mark.gpu
 def test_cuda_kernels_do_not_materialise_the_logits():
     batch, num_keys = 512, 16384
-    inputs = {name: value.float().cuda() for name, value in make_inputs(batch, 8, 128, num_keys).items()}
+    inputs = {name: (value.float() if value.is_floating_point() else value).cuda()
+              for name, value in make_inputs(batch, 8, 128, num_keys).items()}
     clip_q = inputs.pop("clip_q").requires_grad_()
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
