@@ -1,6 +1,7 @@
 """`uptal info` tells the truth about what is loaded and which implementation each op uses."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -20,7 +21,8 @@ def test_info_reports_native_modules_and_op_choices():
 def test_disabling_native_modules_falls_back_to_the_reference():
     code = "from uptal.info import collect; print(collect()['ops']['synthesize']['cpu'])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            env={"UPTAL_DISABLE_NATIVE": "1", "PATH": ""})
+                            env={"UPTAL_DISABLE_NATIVE": "1", "PATH": "",   # an empty PATH: no compiler either
+                                 **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}})
     assert "'reference'" in result.stdout and "UPTAL_DISABLE_NATIVE" in result.stdout
 
 

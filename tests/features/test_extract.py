@@ -132,8 +132,9 @@ def pretrain_checkpoint(tmp_path):
 def test_extract_from_pretrain_checkpoint(demo_videos, tmp_path, pretrain_checkpoint):
     path, moco = pretrain_checkpoint
     out = tmp_path / "features"
+    # on the CPU, like the expected features below (CUDA extracts in bf16: test_cuda_bf16_features_...)
     assert extract([str(demo_videos[0]), "--out", str(out), "--checkpoint", str(path), "--fps", "10",
-                 "--no-progress"]) == 0
+                    "--device", "cpu", "--no-progress"]) == 0
     metadata = json.loads((out / "metadata" / "demo_000.json").read_text())
     # clip length and size come from the checkpoint's pal section, normalisation too
     assert (metadata["clip_frames"], metadata["preprocessing"]["size"]) == (4, 32)
@@ -289,3 +290,23 @@ def test_k400_i3d_on_a_real_video(shared_data, k400_weights, tmp_path):
         features = encoder.backbone(prep.normalise(torch.stack(clips)))       # [2, 1024]
     assert features.shape == (2, 1024) and torch.isfinite(features).all()
     assert not torch.allclose(features[0], features[1])
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_features_agree_with_cpu_float32(demo_videos):
+    """On CUDA the backbone runs under bf16 autocast: its features must stay close to the float32 ones."""
+    import copy
+    from dataclasses import replace
+    encoder = load_encoder(backbone="i3d")
+    sampling = ClipSampling(fps=10, clip_frames=8, clip_stride=4)
+    prep = Preprocessing(size=112, short_side=112, mean=encoder.mean, std=encoder.std)
+    with torch.no_grad():
+        cpu, _ = extract_video(demo_videos[0], encoder, sampling, prep, batch_size=4, device="cpu")   # [T, C]
+        on_gpu = replace(encoder, backbone=copy.deepcopy(encoder.backbone).cuda())
+        gpu, _ = extract_video(demo_videos[0], on_gpu, sampling, prep, batch_size=4, device="cuda")   # [T, C]
+    cpu, gpu = torch.from_numpy(cpu), torch.from_numpy(gpu)
+    assert gpu.dtype == torch.float32 and gpu.shape == cpu.shape
+    relative = float((gpu - cpu).norm() / cpu.norm())
+    cosine = torch.nn.functional.cosine_similarity(gpu, cpu, dim=1)                                 # [T]
+    print(f"bf16 CUDA vs fp32 CPU: relative error {relative:.4f}, min cosine {float(cosine.min()):.5f}")
+    assert relative < 0.05 and float(cosine.min()) > 0.995

@@ -110,7 +110,8 @@ def two_rank_pretrain(rank: int, port: int, overrides: list[str], out: str) -> N
     _shut_down()
 
 
-def test_two_rank_pretrain_stays_in_sync_on_disjoint_videos(tiny_videos, tmp_path):
+def test_two_rank_pretrain_stays_in_sync_on_disjoint_videos(tiny_videos, tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")   # two gloo ranks on the CPU, also on a machine with one GPU
     run = tmp_path / "run"
     overrides = tiny_overrides(tiny_videos, run, "train.batch_size=6", "train.epochs=2")
     mp.spawn(two_rank_pretrain, args=(_free_port(), overrides, str(tmp_path)), nprocs=2, join=True)

@@ -170,9 +170,20 @@ def test_every_config_loads_and_runs_one_step(config, tiny_videos, tmp_path):
     assert len(train) == 1 and train[0]["loss"] > 0
 
 
-def test_compiled_backbones_train_like_eager(tiny_videos, tmp_path):
+def test_compiled_backbones_train_like_eager(tiny_videos, tmp_path, monkeypatch):
+    # float32 on the CPU even on a GPU machine: CUDA trains in bf16, where fused kernels round differently
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     eager = run(tiny_videos, tmp_path / "eager", "train.max_steps=2")
     compiled = run(tiny_videos, tmp_path / "compiled", "train.max_steps=2", "train.compile=true")
     losses = [torch.tensor([r["loss"] for r in records(out, "train")]) for out in (eager, compiled)]
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
     assert set(weights(compiled)) == set(weights(eager))         # checkpoint keys unchanged by compiling
+
+
+def test_more_local_ranks_than_gpus_is_a_clear_error(monkeypatch):
+    from uptal.train.pretrain import DistEnv
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(RuntimeError, match="LOCAL_RANK 1 but this process sees 1 CUDA device"):
+        DistEnv.from_environment()

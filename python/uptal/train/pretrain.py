@@ -76,6 +76,10 @@ class DistEnv:
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if torch.cuda.is_available():
+            if local_rank >= torch.cuda.device_count():
+                raise RuntimeError(f"LOCAL_RANK {local_rank} but this process sees {torch.cuda.device_count()} "
+                                   "CUDA device(s): start at most one rank per GPU (torchrun --nproc-per-node), "
+                                   "or hide the GPUs (CUDA_VISIBLE_DEVICES=) to train on the CPU")
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
         else:
