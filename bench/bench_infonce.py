@@ -2,7 +2,8 @@
 
 Grid: B in {64, 256, 512}, J = 8, D = 128, K = 16384, float32 and bfloat16 inputs (the queue in the same dtype).
 Per provider and size: the median time of one forward + backward, the peak memory it allocates beyond its inputs
-(CUDA: torch.cuda.max_memory_allocated delta; not measured on the CPU, where the column is empty), ratios to the
+(CUDA: torch.cuda.max_memory_allocated delta; not measured on the CPU, where the column is empty), on CUDA the
+GPU time of its kernels alone (torch.profiler: no host time, no launch gaps), ratios to the
 eager reference and to torch.compile, and bandwidth against the queue-read floor: forward and backward each read
 the queue once, 2 K D bytes-per-element in all, which the device copies (read + write) in `floor_s`, measured in
 the same run; `x floor` = floor_s / time (1.0 would mean the queue reads were the only cost).
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cuda_seconds, median_seconds, table, write_result  # noqa: E402
+from common import cuda_kernel_seconds, cuda_seconds, median_seconds, table, write_result  # noqa: E402
 
 from uptal.ops import region_infonce, region_infonce_ref  # noqa: E402
 from uptal.ops.region_infonce import implementation_for  # noqa: E402
@@ -41,12 +42,14 @@ def make_inputs(batch, num_clips, dim, num_keys, dtype, device, seed=0):
     first = torch.randint(0, num_clips, (batch,), generator=g)
     last = torch.minimum(first + torch.randint(0, 6, (batch,), generator=g), torch.tensor(num_clips - 1))
     regions = torch.stack([first, last], dim=1)
-    return (clip_q.to(device, dtype).requires_grad_(), clip_k.to(device, dtype), regions.to(device),
-            regions.flip(0).to(device), queue.to(device, dtype))
+    # regions on the CPU, as the PAL plan hands them to the loss in training
+    return (clip_q.to(device, dtype).requires_grad_(), clip_k.to(device, dtype), regions, regions.flip(0),
+            queue.to(device, dtype))
 
 
 def reference_loss(clip_q, clip_k, regions_q, regions_k, queue):
-    return region_infonce_ref(clip_q, clip_k, regions_q, regions_k, queue, TAU)[0]
+    device = clip_q.device   # the op validates CPU regions without a sync, then moves them; so does this
+    return region_infonce_ref(clip_q, clip_k, regions_q.to(device), regions_k.to(device), queue, TAU)[0]
 
 
 def op_loss(clip_q, clip_k, regions_q, regions_k, queue):
@@ -111,9 +114,13 @@ def run(args) -> dict:
             for provider, loss_function in functions.items():
                 step = step_of(loss_function, inputs)
                 step()  # compile / warm up before measuring memory
-                group.append({"provider": provider, "dtype": dtype_name, "B": batch,
-                              "extra_MB": _megabytes(peak_extra_bytes(step, device)),
-                              "median_s": time_step(step, device, repeats)})
+                row = {"provider": provider, "dtype": dtype_name, "B": batch,
+                       "extra_MB": _megabytes(peak_extra_bytes(step, device)),
+                       "median_s": time_step(step, device, repeats)}
+                if device == "cuda":
+                    row["gpu_s"], kernels = cuda_kernel_seconds(step, repeats)
+                    row["top_kernels_us"] = [[name[:80], seconds * 1e6] for name, seconds in kernels[:6]]
+                group.append(row)
             _add_ratios(group, floor_s, queue_bytes)
             rows += group
     return {"rows": rows, "device_kind": device, "smoke": args.smoke,
@@ -132,6 +139,9 @@ def _add_ratios(group, floor_s, queue_bytes):
     for row in group:
         row["vs_eager"] = eager["median_s"] / row["median_s"]
         row["vs_compile"] = compiled["median_s"] / row["median_s"]
+        if row.get("gpu_s") and eager.get("gpu_s") and compiled.get("gpu_s"):
+            row["gpu_vs_eager"] = eager["gpu_s"] / row["gpu_s"]
+            row["gpu_vs_compile"] = compiled["gpu_s"] / row["gpu_s"]
         row["memory_vs_eager"] = None if row["extra_MB"] is None or not eager["extra_MB"] else \
             row["extra_MB"] / eager["extra_MB"]
         row["queue_GB_s"] = queue_bytes / row["median_s"] / 1e9
@@ -149,7 +159,9 @@ def verdicts(result) -> list[str]:
             f"(target <= {TARGETS['memory_fraction_of_eager']:.2f} at B = 512)")
         lines.append(f"triton {row['dtype']} B={row['B']}: {row['vs_eager']:.1f}x eager (target "
                      f"{TARGETS['triton_vs_eager']:.0f}x), {row['vs_compile']:.2f}x compile (target "
-                     f"{TARGETS['triton_vs_compile']}x){memory}, {row['vs_floor']:.2f}x the queue-read floor")
+                     f"{TARGETS['triton_vs_compile']}x){memory}, {row['vs_floor']:.2f}x the queue-read floor"
+                     + ("" if row.get("gpu_vs_eager") is None else
+                        f"; GPU time alone: {row['gpu_vs_eager']:.1f}x eager, {row['gpu_vs_compile']:.2f}x compile"))
     if not lines:
         lines.append("no Triton row: the kernels run on CUDA only (this run: "
                      f"{result['implementation']['implementation']}, {result['implementation']['why']})")
@@ -172,7 +184,8 @@ def main(argv=None) -> int:
                                  ("median_s", "median s", ".2e"), ("vs_eager", "x eager", ".2f"),
                                  ("vs_compile", "x compile", ".2f"), ("extra_MB", "extra MB", ".1f"),
                                  ("memory_vs_eager", "mem / eager", ".3f"), ("queue_GB_s", "queue GB/s", ".1f"),
-                                 ("vs_floor", "x floor", ".3f")]))
+                                 ("vs_floor", "x floor", ".3f"), ("gpu_s", "GPU s", ".2e"),
+                                 ("gpu_vs_eager", "GPU x eager", ".2f"), ("gpu_vs_compile", "GPU x compile", ".2f")]))
     if result["memory_note"]:
         print(result["memory_note"])
     for line in verdicts(result):

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cuda_seconds, median_seconds, table, write_result  # noqa: E402
+from common import cuda_kernel_seconds, cuda_seconds, median_seconds, table, write_result  # noqa: E402
 
 from uptal.config import PalConfig  # noqa: E402
 from uptal.ops import implementation_for, synthesize_ref  # noqa: E402
@@ -103,7 +103,7 @@ def run(args) -> dict:
         return synthesize_packed(videos, lengths, *packed, plan.size, out_dtype, out=cpu_out)
 
     eager = {}
-    for threads in sorted({1, all_threads}):
+    for threads in [] if args.gpu_only else sorted({1, all_threads}):
         with threads_set(threads):
             eager[threads] = median_seconds(ref, max(1, repeats // 2), warmup=0 if not args.smoke else 1)
         copy_s = copy_seconds(num_bytes, "cpu", repeats, threads)
@@ -111,7 +111,7 @@ def run(args) -> dict:
         if implementation_for("cpu")[0] == "cpp":
             with threads_set(threads):
                 add("C++ CPU", threads, median_seconds(cpp, repeats), copy_s, eager[threads])
-    if not args.smoke and not args.no_compile:
+    if not args.smoke and not args.no_compile and not args.gpu_only:
         compiled = torch.compile(synthesize_ref, dynamic=False)
         with threads_set(all_threads):
             compile_s = median_seconds(lambda: compiled(videos, *packed, plan.size, out_dtype), 2, warmup=1)
@@ -132,9 +132,12 @@ def run(args) -> dict:
             compile_gpu = cuda_seconds(lambda: compiled_gpu(gpu_videos, *gpu_packed, plan.size, out_dtype), 3, 1)
             add("torch.compile(reference)", "gpu", compile_gpu, copy_s, eager_gpu, compile_gpu)
         if implementation_for("cuda")[0] == "cuda":
-            cuda_s = cuda_seconds(lambda: synthesize_packed(gpu_videos, lengths, *gpu_packed, plan.size, out_dtype,
-                                                            out=gpu_out), repeats)
-            add("CUDA", "gpu", cuda_s, copy_s, eager_gpu, compile_gpu)
+            def cuda_op():   # the plan on the CPU, as training hands it over (validated there without a sync)
+                return synthesize_packed(gpu_videos, lengths, *packed, plan.size, out_dtype, out=gpu_out)
+
+            add("CUDA", "gpu", cuda_seconds(cuda_op, repeats), copy_s, eager_gpu, compile_gpu)
+            _, kernels = cuda_kernel_seconds(cuda_op, repeats)   # where the time goes, kernel by kernel
+            rows[-1]["top_kernels_us"] = [[name[:80], seconds * 1e6] for name, seconds in kernels[:6]]
 
     return {"rows": rows, "bytes": num_bytes, "dtype": args.dtype, "smoke": args.smoke,
             "batch": {"videos": list(videos.shape), "outputs": [plan.num_outputs, 3, plan.clips * plan.frames,
@@ -166,8 +169,12 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "uint8"], default="float32")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile on a CPU)")
+    parser.add_argument("--gpu-only", action="store_true",
+                        help="only the CUDA rows (the CPU rows come from a run on the CPU machine)")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/<device>/")
     args = parser.parse_args(argv)
+    if args.gpu_only and not torch.cuda.is_available():
+        parser.error("--gpu-only needs a CUDA device")
     result = run(args)
     print(table(result["rows"], [("provider", "provider", "s"), ("threads", "threads", ""),
                                  ("median_s", "median s", ".4f"), ("vs_eager", "x eager", ".1f"),
@@ -176,6 +183,9 @@ def main(argv=None) -> int:
     print(f"bytes moved per call: {result['bytes'] / 1e6:.1f} MB ({result['dtype']} output)")
     for line in verdicts(result):
         print(line)
+    for row in result["rows"]:
+        for name, microseconds in row.get("top_kernels_us", []):
+            print(f"  {row['provider']} kernel {microseconds:9.1f} us  {name}")
     if not args.no_save and not args.smoke:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         print(f"wrote {write_result('bench_synthesis', device, result)}")

@@ -111,6 +111,16 @@ def time_data_path(step: PalStep, loader: PalLoader, steps: int, device) -> tupl
     return total / steps, waited / total
 
 
+def time_loader_alone(loader: PalLoader, batches: int) -> float:
+    """Samples per second the loader delivers with nothing else running (after one warm-up batch)."""
+    iterator = _endless(loader)
+    next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        batch = next(iterator)
+    return batches * len(batch.paths) / (time.perf_counter() - start)
+
+
 def _endless(loader: PalLoader):
     epoch = 0
     while True:
@@ -141,10 +151,18 @@ def run(args) -> dict:
         loader = PalLoader(load_index(tmp, progress=False, cache=False), config.pal, data, batch,
                            synthesize=device.type == "cpu")
         real_s, wait = time_data_path(step, loader, args.steps, device)
-    rows.append({"input": "demo videos (data path)", "s_per_step": real_s, "samples_per_s": batch / real_s,
-                 "data_wait": wait, "mfu": flops / real_s / peak})
+        rows.append({"input": "demo videos (data path)", "s_per_step": real_s, "samples_per_s": batch / real_s,
+                     "data_wait": wait, "mfu": flops / real_s / peak})
+        del loader
+        for workers in args.loader_workers:   # the loader's own ceiling, no training step
+            alone = PalLoader(load_index(tmp, progress=False, cache=False), config.pal,
+                              replace(config.data, workers=workers), batch, synthesize=device.type == "cpu")
+            rows.append({"input": "loader alone", "workers": workers,
+                         "samples_per_s": time_loader_alone(alone, args.steps)})
+            del alone
     for row in rows:
-        row.update(backbone=config.model.backbone, batch=batch, workers=args.workers)
+        row.setdefault("workers", args.workers)
+        row.update(backbone=config.model.backbone, batch=batch)
     return {"rows": rows, "flops_per_step": flops, "peak_flops": peak, "peak_dtype": str(dtype),
             "device": str(device), "config": args.config, "overrides": args.overrides, "targets": TARGETS}
 
@@ -159,6 +177,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--frames", type=int, default=160, help="frames of each demo video")
+    parser.add_argument("--loader-workers", type=int, nargs="*", default=[],
+                        help="also time the loader alone with these worker counts (its ceiling)")
     parser.add_argument("--no-save", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     args = parser.parse_args(argv)

@@ -45,6 +45,27 @@ def cuda_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> flo
     return statistics.median(times)
 
 
+def cuda_kernel_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2
+                        ) -> tuple[float | None, list[tuple[str, float]]]:
+    """GPU time of the kernels (and copies) `fn` launches, per call, from torch.profiler: what the device works,
+    without the host's time or the gaps between launches; and the same split by kernel name, largest first.
+    (None, []) when the profiler recorded no device activity."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profiler:
+        for _ in range(repeats):
+            fn()
+        torch.cuda.synchronize()
+    per_kernel: dict[str, float] = {}
+    for event in profiler.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            per_kernel[event.name] = per_kernel.get(event.name, 0.0) + event.time_range.elapsed_us() / 1e6 / repeats
+    if not per_kernel:
+        return None, []
+    return sum(per_kernel.values()), sorted(per_kernel.items(), key=lambda item: -item[1])
+
+
 def device_name(device: str) -> str:
     """A folder name for results: the GPU name, or the CPU model and core count."""
     if device == "cuda":

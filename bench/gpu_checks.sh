@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Every check that needs a CUDA GPU, in one run, most important first, each step under its own time limit so
+# that one slow step cannot starve the rest. Meant for a lent GPU node with torch/triton/pytest already there:
+#
+#   WHEELS=.whl OUT=/tmp/gpu bash bench/gpu_checks.sh [extra videos folder]
+#
+# BUDGET_S: seconds the whole script may take (default 540): later steps get what is left, and are skipped
+# when nothing is. STEPS: the steps to run (default all: build info pytest_cuda bench_synthesis bench_infonce
+# pytest_all bench_train extract pretrain_demo), in this file's order. PYTEST_ALL: what pytest_all runs (default
+# tests). SYNTHESIS_ARGS, TRAIN_ARGS: extra arguments of those benchmarks. WHEELS: optional folder of wheels to install first (PyAV where the node lacks it). OUT: where logs and the
+# benchmark JSON go: one archive, $OUT/gpu_checks.tar.gz, refreshed after every step (so a run cut short still
+# returns what it did), holding <step>.log for each step and results/<gpu>/*.json (also written to
+# bench/results/<gpu>/). The last lines printed are a summary of every step's exit status and time.
+set -u -o pipefail
+OUT=${OUT:-/tmp/uptal-gpu}
+LOGS=$(mktemp -d)
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-16}
+VIDEOS=${1:-}
+BUDGET_S=${BUDGET_S:-540}
+export PIP_NO_INDEX=1   # nodes without internet: a test that would download something fails at once, not after retries
+summary=()
+
+step() {   # step NAME SECONDS COMMAND...: run with a time limit, log, remember the exit status, pack
+  local name=$1 seconds=$2; shift 2
+  case " ${STEPS:-$name} " in *" $name "*) ;; *) return ;; esac
+  local start=$SECONDS left=$((BUDGET_S - SECONDS - 20))   # 20 s to pack the archive before the budget ends
+  if [ "$left" -lt 15 ]; then summary+=("$name: skipped (time budget spent)"); return; fi
+  [ "$seconds" -gt "$left" ] && seconds=$left
+  echo "=== $name (limit ${seconds}s): $*"
+  timeout "$seconds" "$@" 2>&1 | tee "$LOGS/$name.log" | tail -n 15
+  local rc=$?
+  summary+=("$name: rc $rc in $((SECONDS - start)) s")
+  printf '%s\n' "${summary[@]}" >"$LOGS/summary.txt"
+  cp -r bench/results "$LOGS/" 2>/dev/null
+  tar -czf "$OUT/gpu_checks.tar.gz" -C "$LOGS" .
+}
+
+if [ -n "${WHEELS:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    "$WHEELS"/*.whl || exit 1
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$LOGS/gpu.txt"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$LOGS/gpu.txt"
+
+# Build for this GPU only (the default list covers every architecture and takes minutes).
+export CUDAARCHS=${CUDAARCHS:-native}
+step build 240 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/uptal \
+  -Ccmake.define.UPTAL_CUDA=ON . || true
+export PYTHONPATH=/tmp/uptal:${PYTHONPATH:-}
+step info 60 python3 -m uptal.info
+# CUDA against the references: synthesis on every config and dtype, the Triton kernels at the paper's sizes,
+# MoCo and extraction on the device.
+step pytest_cuda 240 python3 -m pytest -q -p no:cacheprovider -n 4 tests/ops tests/models/test_moco.py \
+  tests/features/test_extract.py -k "cuda or gpu" -rs
+step bench_synthesis 180 python3 bench/bench_synthesis.py --gpu-only --repeats 20 ${SYNTHESIS_ARGS:-}
+step bench_infonce 240 python3 bench/bench_infonce.py
+step pytest_all 300 python3 -m pytest -q -p no:cacheprovider -n 8 --maxfail 20 ${PYTEST_ALL:-tests}
+step bench_train 240 python3 bench/bench_train.py --workers 12 ${TRAIN_ARGS:-}
+if [ -n "$VIDEOS" ]; then
+  step extract 120 python3 -m uptal.cli extract "$VIDEOS" --backbone i3d --device cuda --out /tmp/features
+fi
+step pretrain_demo 150 torchrun --nproc-per-node 1 -m uptal.cli pretrain --config demo train.out=/tmp/demo-run \
+  train.epochs=3
+echo "=== summary"
+printf '%s\n' "${summary[@]}" | tee "$LOGS/summary.txt"
+tar -czf "$OUT/gpu_checks.tar.gz" -C "$LOGS" .
