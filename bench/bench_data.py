@@ -13,6 +13,11 @@ decoded windows / 2*J*F frames per sample), and the per-core decode rate (decode
 worker process). Targets (issue 3): decodes per sample <= 1.1, decoded per delivered frame <= 1.5, and at
 least 2.5x the naive loader's samples/s.
 
+Also the loader's own ceiling: `PalLoader` on the paper's batch shape (B = 32 windows of 128x171 frames) with a
+decoder that only writes the frames' rows (no decoding), with 0, 1 and 2 workers: what planning, filling the
+batch buffers and handing them to the main process cost. A GPU step of I3D takes 0.17 s at B = 32 on an H200,
+so the loader must deliver a batch in less than that.
+
     python bench/bench_data.py                 # demo videos + ../shared/data/videos, 2 workers
     python bench/bench_data.py --smoke         # a few batches of small demo videos (CI)
 """
@@ -35,7 +40,7 @@ from common import table, write_result  # noqa: E402
 
 from uptal.config import DataConfig, PalConfig  # noqa: E402
 from uptal.data import write_demo_videos  # noqa: E402
-from uptal.data.decode import PyAVDecoder, VideoError  # noqa: E402
+from uptal.data.decode import DecodedWindow, PyAVDecoder, VideoError  # noqa: E402
 from uptal.data.index import load_index  # noqa: E402
 from uptal.data.loader import PalLoader, batch_seed  # noqa: E402
 from uptal.data.shards import open_entry_source  # noqa: E402
@@ -127,6 +132,37 @@ def bench_dataset(label: str, source: Path, pal: PalConfig, data: DataConfig, ba
     return rows
 
 
+class NullDecoder(PyAVDecoder):
+    """Probes like PyAV, but "decodes" a window by writing a constant into the rows it would convert."""
+
+    def decode_window(self, path, start_sec, num_frames, fps, height=None, width=None, *, out=None, rows=None):
+        for position, row in enumerate(rows):
+            if row >= 0:
+                out[row].fill_(position % 251)
+        return DecodedWindow(out[:0], torch.zeros(0, dtype=torch.float64), num_frames)
+
+
+def bench_overhead(source: Path, pal: PalConfig, data: DataConfig, batch_size: int, batches: int,
+                   workers: list[int]) -> list[dict]:
+    """Batches/s of PalLoader with the NullDecoder (after one warm-up batch), per worker count."""
+    index = load_index(source, progress=False, cache=False)
+    rows = []
+    for count in workers:
+        loader = PalLoader(index, pal, replace(data, workers=count), batch_size, decoder=NullDecoder(),
+                           pin_memory=False)
+        batches_seen = endless(loader, loader.set_epoch)
+        first = next(batches_seen)
+        start = time.perf_counter()
+        for _ in range(batches):
+            next(batches_seen)
+        seconds = time.perf_counter() - start
+        rows.append({"workers": count, "batch_size": batch_size, "batch_MB": first.videos.numel() / 1e6,
+                     "batches_per_s": batches / seconds, "samples_per_s": batches * batch_size / seconds,
+                     "GB_per_s": batches * first.videos.numel() / seconds / 1e9})
+        del loader, batches_seen, first
+    return rows
+
+
 def verdicts(rows: list[dict]) -> list[str]:
     lines = []
     for row in rows:
@@ -160,12 +196,16 @@ def main(argv=None) -> int:
             data = replace(data, height=48, width=64)
             write_demo_videos(tmp, num_videos=6, num_frames=40, height=48, width=64)
             rows += bench_dataset("demo (smoke)", Path(tmp), pal, data, batch_size=3, batches=2)
+            overhead = bench_overhead(Path(tmp), pal, data, batch_size=3, batches=2, workers=[0, 1])
         else:
             write_demo_videos(tmp, num_videos=args.demo_videos)
             rows += bench_dataset("demo videos", Path(tmp), pal, data, args.batch, args.batches)
             if SHARED_VIDEOS.is_dir():
                 rows += bench_dataset("shared/data/videos", SHARED_VIDEOS.resolve(), pal, data,
                                       min(args.batch, 4), args.batches)
+            tiny = Path(tmp) / "tiny"   # indexed only: the null decoder writes frames of data.height x width
+            write_demo_videos(tiny, num_videos=64, num_frames=160, height=32, width=40)
+            overhead = bench_overhead(tiny, pal, data, batch_size=32, batches=args.batches, workers=[0, 1, 2])
     print(table(rows, [("dataset", "dataset", "s"), ("loader", "loader", "s"), ("workers", "workers", ""),
                        ("batch_size", "B", ""), ("samples_per_s", "samples/s", ".2f"), ("vs_naive", "x naive", ".2f"),
                        ("decodes_per_sample", "decodes/sample", ".2f"),
@@ -173,7 +213,12 @@ def main(argv=None) -> int:
                        ("decode_fps_per_core", "frames/s/core", ".0f")]))
     for line in verdicts(rows):
         print(line)
-    result = {"rows": rows, "targets": TARGETS, "pal": pal.__dict__, "data": data.__dict__}
+    print("loader alone, null decoder (no decoding):")
+    print(table(overhead, [("workers", "workers", ""), ("batch_size", "B", ""), ("batch_MB", "MB/batch", ".0f"),
+                           ("batches_per_s", "batches/s", ".2f"), ("samples_per_s", "samples/s", ".0f"),
+                           ("GB_per_s", "GB/s", ".2f")]))
+    result = {"rows": rows, "overhead_rows": overhead, "targets": TARGETS, "pal": pal.__dict__,
+              "data": data.__dict__}
     if args.smoke:
         print(json.dumps({"smoke_rows": len(rows)}))
     elif not args.no_save:

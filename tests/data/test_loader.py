@@ -123,6 +123,38 @@ def test_worker_processes_give_the_same_batches(video_folder):
     assert same_batches(epoch_batches(workers, 2), in_process)   # persistent workers, second pass
 
 
+def _frames_of_epochs(loader: PalLoader, epochs: int, hold: bool) -> tuple[list, list]:
+    """(copies of every batch's frames, views of the frames themselves if held, else nothing)."""
+    frames, held = [], []
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for batch in loader:
+            frames.append(batch.videos.clone())
+            if hold:
+                held.append(batch.videos[:, 1:])    # a view outlives the batch and keeps its buffer
+    return frames, held
+
+
+def test_workers_reuse_their_batch_buffers_without_mixing_batches(video_folder):
+    from uptal.data.batch_buffers import MAX_SLOTS
+    one_worker = DataConfig(**{**DATA.__dict__, "workers": 1, "prefetch": 2})
+    expected, _ = _frames_of_epochs(make_loader(video_folder, batch_size=3), 6, hold=False)   # 18 batches
+    # dropped batch by batch: the worker cycles through a few shared buffers
+    loader = make_loader(video_folder, batch_size=3, data=one_worker)
+    frames, _ = _frames_of_epochs(loader, 6, hold=False)
+    assert all(torch.equal(a, b) for a, b in zip(frames, expected)) and len(frames) == len(expected) == 18
+    buffers = loader.dataset.buffers
+    assert 1 <= len(buffers._mapped) <= one_worker.prefetch + 2          # slots used for 18 batches
+    assert int(buffers.flags.sum()) == 0                                 # every batch let go: all free
+    # held: nothing is overwritten; past MAX_SLOTS the worker falls back to one-off buffers
+    loader = make_loader(video_folder, batch_size=3, data=one_worker)
+    _, held = _frames_of_epochs(loader, 6, hold=True)
+    assert all(torch.equal(view, frames[:, 1:]) for view, frames in zip(held, expected))
+    assert len(loader.dataset.buffers._mapped) == MAX_SLOTS
+    del held
+    assert int(loader.dataset.buffers.flags.sum()) == 0
+
+
 def test_ranks_read_disjoint_videos_and_step_together(video_folder):
     for epoch in (0, 1):
         seen = []
@@ -248,3 +280,17 @@ def test_state_dict_restores_the_data_order(tmp_path, video_folder):
     resumed.load_state_dict(loader.state_dict())
     assert resumed.epoch == 3
     assert same_batches(list(resumed), epoch_batches(loader, 3))
+
+
+@pytest.mark.parametrize("pal", [PAL, PalConfig(), PalConfig(paste="same", scale=False), PalConfig(paste="none")],
+                         ids=["test config", "paper", "same background, fixed stride", "no paste"])
+def test_frames_a_slot_reads_depend_only_on_its_own_length(pal):
+    """What the loader's planner relies on to plan once per length instead of once per slot."""
+    from uptal.data.loader import _read_mask
+    from uptal.pal import build_plan
+    window = DATA.frames_to_decode(pal)
+    lengths = torch.randint(1, window + 1, (6,), generator=torch.Generator().manual_seed(5)).tolist()
+    mixed = build_plan(torch.Generator().manual_seed(9), lengths, 32, 40, pal)
+    for slot, length in enumerate(lengths):
+        alike = build_plan(torch.Generator().manual_seed(9), [length] * len(lengths), 32, 40, pal)
+        assert _read_mask(mixed, slot, window) == _read_mask(alike, slot, window)

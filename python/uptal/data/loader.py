@@ -20,8 +20,9 @@ How a batch is made, and why it is reproducible:
 3. Only what the plan reads is paid for: the plan's random draws do not depend on the lengths, so the
    frames each window must provide are known before it is decoded; the decoder converts (RGB + resize)
    only those and stops after the last one, and the batch carries only those frames ([B, T', H, W, 3],
-   the plan renumbered to match), in a buffer made in shared memory so it reaches the main process
-   without a copy. A window shorter than its probe promised is decoded again for its real length.
+   the plan renumbered to match), in a shared-memory buffer that the worker reuses from batch to batch
+   (`batch_buffers`), so it reaches the main process without a copy, a new segment or a new mapping. A window
+   shorter than its probe promised is decoded again for its real length.
 4. `PalLoader` (main process) runs the DataLoader (persistent workers, prefetch, pinned memory on CUDA
    machines), records every bad file once (`BadFileReport`: counts by reason, logged at first sight,
    summarised at the end of each epoch) and stops with a `DataError` naming the worst files when more
@@ -40,10 +41,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 
 from ..config import DataConfig, PalConfig
 from ..pal import PalPlan, build_plan, synthesize_batch
+from .batch_buffers import BatchBuffers, SlotLease
 from .decode import Decoder, PyAVDecoder, VideoError
 from .index import IndexEntry, VideoIndex
 
@@ -116,14 +118,26 @@ class SourceBatch:
     decoded_frames: int = 0       # window positions decoded (each window stops after the last frame read)
     converted_frames: int = 0     # of those, the frames converted to RGB: the ones the plan reads
     clips: torch.Tensor | None = None   # [2B, 3, J*F, S, S] when synthesized in the worker
+    # The worker's claim on the shared buffer behind `videos`, on its way to the main process; there it moves onto
+    # the `videos` tensor, and the buffer is reused once that tensor and every view of it are gone (batch_buffers)
+    lease: SlotLease | None = field(default=None, repr=False, compare=False)
 
     @property
     def batch_size(self) -> int:
         return self.videos.shape[0]
 
+    def __setstate__(self, state: dict) -> None:
+        """Arriving in the main process: the lease goes onto the frames tensor, whose buffer stays mapped for
+        the next batch that reuses it."""
+        self.__dict__.update(state)
+        if self.lease is not None:
+            self.lease.remember(self.videos)
+            self.videos.slot_lease, self.lease = self.lease, None
+
     def pin_memory(self) -> "SourceBatch":
         """Called by the DataLoader's pinning thread: page-locked copies, so the host-to-device copy of the
-        uint8 frames can run asynchronously (non_blocking=True)."""
+        uint8 frames can run asynchronously (non_blocking=True); the worker's buffer is free again once the
+        shared frames are dropped."""
         return replace(self, videos=self.videos.pin_memory(),
                        clips=None if self.clips is None else self.clips.pin_memory())
 
@@ -196,7 +210,7 @@ class SourceWindows(Dataset):
 
     def __init__(self, entries: Sequence[IndexEntry], pal: PalConfig, data: DataConfig, seed: int = 0,
                  rank: int = 0, decoder: Decoder | None = None, synthesize: bool = False,
-                 out_dtype: torch.dtype = torch.float32) -> None:
+                 out_dtype: torch.dtype = torch.float32, buffers: BatchBuffers | None = None) -> None:
         self.entries = list(entries)
         self.pal, self.data = pal, data
         self.seed, self.rank = seed, rank
@@ -205,9 +219,16 @@ class SourceWindows(Dataset):
         self.min_frames = min(data.min_frames, self.window)   # a whole window is never "too short"
         self.synthesize = synthesize
         self.out_dtype = out_dtype
+        self.buffers = buffers   # None: plain tensors (no workers)
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def batch_tensor(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, SlotLease | None]:
+        """uint8 tensor for a batch's frames: in a worker, a reused shared buffer (see batch_buffers)."""
+        if self.buffers is None:
+            return torch.empty(shape, dtype=torch.uint8), None
+        return self.buffers.tensor(shape)
 
     def __getitem__(self, request: BatchRequest) -> SourceBatch:
         b = len(request.entries)
@@ -222,7 +243,8 @@ class SourceWindows(Dataset):
         batch = SourceBatch(videos=videos, lengths=lengths, plan=plan, paths=filler.paths, starts=filler.starts_used,
                             positions=positions, window_lengths=filler.lengths, epoch=request.epoch,
                             index=request.index, bad=filler.bad, decodes=filler.decodes,
-                            decoded_frames=filler.decoded_frames, converted_frames=int(lengths.sum()))
+                            decoded_frames=filler.decoded_frames, converted_frames=int(lengths.sum()),
+                            lease=filler.lease)
         if self.synthesize:
             batch.clips = synthesize_batch(videos, lengths, plan, out_dtype=self.out_dtype)
         return batch
@@ -257,7 +279,7 @@ class _Planner:
 
     def __init__(self, dataset: SourceWindows, batch_size: int, seed: int) -> None:
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-        self._read: dict[tuple[int, int], list[bool]] = {}   # (slot, length) -> frames read; a plan costs ~2 ms
+        self._read: dict[tuple[int, int], list[bool]] = {}   # (slot, length) -> frames read; a plan costs ms
 
     def plan(self, lengths: Sequence[int]) -> PalPlan:
         d = self.dataset.data
@@ -265,12 +287,12 @@ class _Planner:
 
     def frames_read(self, slot: int, length: int) -> list[bool]:
         """[T] which window positions of `slot` the plan reads when that slot holds `length` frames."""
-        key = (slot, max(length, 1))
-        if key not in self._read:
-            lengths = [self.dataset.window] * self.batch_size
-            lengths[slot] = key[1]
-            self._read[key] = _read_mask(self.plan(lengths), slot, self.dataset.window)
-        return self._read[key]
+        length = max(length, 1)
+        if (slot, length) not in self._read:   # what a slot reads depends only on its own length:
+            plan = self.plan([length] * self.batch_size)   # one plan answers for every slot of that length
+            window = self.dataset.window
+            self._read.update(((s, length), _read_mask(plan, s, window)) for s in range(self.batch_size))
+        return self._read[slot, length]
 
 
 def _last(mask: list[bool]) -> int:
@@ -284,15 +306,6 @@ def _read_mask(plan: PalPlan, slot: int, window: int) -> list[bool]:
     action = plan.action_frames[plan.action == slot].flatten()
     mask[action[action >= 0]] = True
     return mask.tolist()
-
-
-def _new_batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
-    """uint8 tensor for a batch; inside a DataLoader worker it is made in shared memory directly, so handing it
-    to the main process costs no copy (the DataLoader would otherwise copy it into shared memory)."""
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.uint8)
-    storage = torch.UntypedStorage._new_shared(math.prod(shape))
-    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
 
 
 class _Filler:
@@ -312,7 +325,8 @@ class _Filler:
         self.bad: list[BadFile] = []
         self.decodes = 0
         self.decoded_frames = 0
-        self.videos = _new_batch_tensor((len(request.entries), self._expected_rows()) + self._frame_shape())
+        self.videos, self.lease = dataset.batch_tensor((len(request.entries), self._expected_rows()) +
+                                                       self._frame_shape())
 
     def _frame_shape(self) -> tuple[int, int, int]:
         return self.dataset.data.height, self.dataset.data.width, 3
@@ -384,9 +398,11 @@ class _Filler:
 
     def _ensure_rows(self, rows: int) -> None:
         if rows > self.videos.shape[1]:
-            grown = _new_batch_tensor((self.videos.shape[0], rows) + self._frame_shape())
+            grown, lease = self.dataset.batch_tensor((self.videos.shape[0], rows) + self._frame_shape())
             grown[:, :self.videos.shape[1]] = self.videos
-            self.videos = grown
+            if self.lease is not None:
+                self.dataset.buffers.release_in_worker(self.lease)
+            self.videos, self.lease = grown, lease
 
     def finish(self, plan: PalPlan) -> tuple[torch.Tensor, torch.Tensor, PalPlan, list[list[int]]]:
         """The batch tensor, frames kept per slot, the plan with frame indices renumbered into the batch
@@ -515,7 +531,9 @@ class PalLoader:
         self.report.add_index_failures(index.bad())
         self.report.check()
         self.sampler = EpochSampler(len(usable), batch_size, seed, rank, world_size)
-        self.dataset = SourceWindows(usable, pal, data, seed, rank, decoder, synthesize, out_dtype)
+        # workers reuse their shared batch buffers; without workers batches are plain tensors
+        buffers = BatchBuffers(data.workers) if data.workers > 0 else None
+        self.dataset = SourceWindows(usable, pal, data, seed, rank, decoder, synthesize, out_dtype, buffers)
         self._entry_id = {entry.path: i for i, entry in enumerate(usable)}
         self.epoch = 0
         pin = torch.cuda.is_available() if pin_memory is None else pin_memory
