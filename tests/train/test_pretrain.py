@@ -187,3 +187,19 @@ def test_more_local_ranks_than_gpus_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(RuntimeError, match="LOCAL_RANK 1 but this process sees 1 CUDA device"):
         DistEnv.from_environment()
+
+
+def test_validation_split_does_not_depend_on_where_the_data_lives(tiny_videos, tmp_path):
+    """Moving the data set (another mount, a local scratch copy) must not change which videos are held out."""
+    import shutil
+    from uptal.train.pretrain import DistEnv, build_indexes
+    moved = tmp_path / "elsewhere" / "videos"
+    shutil.copytree(tiny_videos, moved)
+    env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    held_out = []
+    for source in (tiny_videos, moved):
+        config = load_pretrain_config(None, tiny_overrides(source, tmp_path / "run"))
+        train, validation = build_indexes(config, tmp_path / "run", env)
+        held_out.append(sorted(Path(entry.path).name for entry in validation.entries))
+        assert len(train) + len(validation) == 16
+    assert held_out[0] == held_out[1] and len(held_out[0]) == 4

@@ -114,8 +114,9 @@ class DistEnv:
 
 
 def build_indexes(config: PretrainConfig, run: Path, env: DistEnv) -> tuple[VideoIndex, VideoIndex]:
-    """The training and validation videos: a deterministic split of one index by a hash of each path
-    (the same split on every rank and every run, whatever order the files were listed in)."""
+    """The training and validation videos: a deterministic split of one index by a hash of each video's path
+    relative to the data source (the same split on every rank and every run, whatever order the files were
+    listed in, and wherever the data set is mounted: a run resumed after moving it keeps its split)."""
     source = config.data.source
     if not source:
         raise TrainingError("data.source is not set: give your videos (data.source=FOLDER, a .txt/.csv list or "
@@ -132,11 +133,25 @@ def build_indexes(config: PretrainConfig, run: Path, env: DistEnv) -> tuple[Vide
         raise TrainingError(f"data.source {config.data.source}: {len(usable)} usable videos, {held_out} held out "
                             f"for validation, which leaves fewer than one global batch of "
                             f"{config.train.batch_size} to train on")
-    ranked = sorted(usable, key=lambda entry: hashlib.sha1(entry.path.encode()).hexdigest())
+    root = _source_root(source)
+    ranked = sorted(usable, key=lambda entry: hashlib.sha1(_relative(entry.path, root).encode()).hexdigest())
     validation = set(id(entry) for entry in ranked[:held_out])
     train = [e for e in index.entries if id(e) not in validation]
     val = [e for e in index.entries if id(e) in validation]
     return VideoIndex(train, index.source), VideoIndex(val, index.source)
+
+
+def _source_root(source: str) -> str:
+    """The folder that the paths of a data source are relative to: the folder itself, or the one holding a
+    list file or shard manifest."""
+    path = os.path.abspath(source)
+    return path if os.path.isdir(path) else os.path.dirname(path)
+
+
+def _relative(path: str, root: str) -> str:
+    """`path` relative to `root` when inside it (a shard record's "<shard>#<key>" too), else unchanged."""
+    inside = os.path.commonpath([root, os.path.abspath(path)]) == root if os.path.isabs(path) else False
+    return os.path.relpath(path, root) if inside else path
 
 
 def _demo_videos(config: PretrainConfig, run: Path, env: DistEnv) -> Path:
