@@ -222,9 +222,11 @@ def _check_regions(regions, name, batch, num_clips, device) -> torch.Tensor:
     if not torch.compiler.is_compiling():
         values = regions.detach().cpu()
         first, last = values[:, 0], values[:, 1]
-        bad = ((first < 0) | (last > num_clips - 1) | (first > last)).nonzero().flatten()
-        _require(bad.numel() == 0, name, f"region {bad[:1].tolist()} = {values[bad[:1]].tolist()}: every region "
-                 f"[s, e] must satisfy 0 <= s <= e <= J - 1 = {num_clips - 1}")
+        outside = (first < 0) | (last > num_clips - 1) | (first > last)                 # [B]
+        if bool(outside.any()):   # the message only when needed: building it costs more than the check
+            bad = int(outside.nonzero()[0])
+            raise ValueError(f"{name}: region [{bad}] = {values[bad].tolist()}: every region [s, e] must satisfy "
+                             f"0 <= s <= e <= J - 1 = {num_clips - 1}")
     return regions.to(device=device, dtype=torch.int64)
 
 
