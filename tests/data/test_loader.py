@@ -271,6 +271,11 @@ def test_a_batch_of_mostly_bad_files_stops(tmp_path, video_folder):
     data = DataConfig(**{**DATA.__dict__, "max_bad_fraction": 1.0, "max_bad_batch_fraction": 0.5})
     with pytest.raises(DataError, match="max_bad_batch_fraction"):
         epoch_batches(PalLoader(index, PAL, data, batch_size=4), 0)
+    # in a worker too; the failed batch gives its shared buffer back
+    loader = PalLoader(index, PAL, replace(data, workers=1), batch_size=4)
+    with pytest.raises(DataError, match="max_bad_batch_fraction"):
+        epoch_batches(loader, 0)
+    assert int(loader.dataset.buffers.flags.sum()) == 0
 
 
 def test_state_dict_restores_the_data_order(tmp_path, video_folder):

@@ -236,10 +236,15 @@ class SourceWindows(Dataset):
         starts = torch.rand(b + len(request.spares), generator=_generator(batch_seed(*coordinates, _STARTS))).tolist()
         planner = _Planner(self, b, batch_seed(*coordinates, _PLAN))
         filler = _Filler(self, request, starts, planner)
-        for slot, entry_id in enumerate(request.entries):
-            filler.fill(slot, entry_id)
-        plan = planner.plan(filler.lengths)
-        videos, lengths, plan, positions = filler.finish(plan)
+        try:
+            for slot, entry_id in enumerate(request.entries):
+                filler.fill(slot, entry_id)
+            plan = planner.plan(filler.lengths)
+            videos, lengths, plan, positions = filler.finish(plan)
+        except BaseException:   # the batch never leaves the worker: its buffer is free again
+            if filler.lease is not None:
+                self.buffers.release_in_worker(filler.lease)
+            raise
         batch = SourceBatch(videos=videos, lengths=lengths, plan=plan, paths=filler.paths, starts=filler.starts_used,
                             positions=positions, window_lengths=filler.lengths, epoch=request.epoch,
                             index=request.index, bad=filler.bad, decodes=filler.decodes,
