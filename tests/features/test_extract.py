@@ -1,8 +1,10 @@
 """`uptal extract`: clip arithmetic, frames that line up with time, checkpoints, resume, failures, arguments."""
 from __future__ import annotations
 
+import copy
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -295,8 +297,6 @@ def test_k400_i3d_on_a_real_video(shared_data, k400_weights, tmp_path):
 @pytest.mark.gpu
 def test_cuda_bf16_features_agree_with_cpu_float32(demo_videos):
     """On CUDA the backbone runs under bf16 autocast: its features must stay close to the float32 ones."""
-    import copy
-    from dataclasses import replace
     encoder = load_encoder(backbone="i3d")
     sampling = ClipSampling(fps=10, clip_frames=8, clip_stride=4)
     prep = Preprocessing(size=112, short_side=112, mean=encoder.mean, std=encoder.std)

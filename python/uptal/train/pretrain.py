@@ -150,8 +150,9 @@ def _source_root(source: str) -> str:
 
 def _relative(path: str, root: str) -> str:
     """`path` relative to `root` when inside it (a shard record's "<shard>#<key>" too), else unchanged."""
-    inside = os.path.commonpath([root, os.path.abspath(path)]) == root if os.path.isabs(path) else False
-    return os.path.relpath(path, root) if inside else path
+    if os.path.isabs(path) and os.path.commonpath([root, path]) == root:
+        return os.path.relpath(path, root)
+    return path
 
 
 def _demo_videos(config: PretrainConfig, run: Path, env: DistEnv) -> Path:
