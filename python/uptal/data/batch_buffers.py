@@ -108,7 +108,10 @@ class SlotLease:
     def __del__(self) -> None:
         if not self.in_main:
             return
-        buffers = _registry.get(self.token)
+        try:
+            buffers = _registry.get(self.token)
+        except Exception:   # interpreter shutdown: the registry may already be gone, and so are the workers
+            return
         if buffers is not None:
             buffers.flags[self.worker, self.slot] = _FREE
 
