@@ -1,8 +1,8 @@
 """Shared-memory batch buffers that DataLoader workers reuse instead of making a new one for every batch.
 
 Why: a PAL batch is large (B x T' x H x W x 3 uint8 frames: 271 MB for the paper's config at B = 32). Made
-fresh for every batch, its shared-memory segment costs an allocation that touches every page, page faults in
-the worker as it is filled, and a new mapping plus page faults again in the main process. On an H200 node the
+fresh for every batch, its shared-memory segment costs an allocation (~119 ms for 271 MB on the CPU machine),
+page faults in the worker as it is filled (~157 ms), and a new mapping in the main process. On an H200 node the
 loader delivered at most ~70 samples/s (2.2 batches/s of 32) whether it ran 4 or 16 workers; on the CPU machine,
 handing fresh 271 MB tensors from a worker to the main process ran at ~2 batches/s, and at ~9.5 when the
 workers reused their buffers.
