@@ -144,6 +144,15 @@ def run(args) -> dict:
                                                                  plan.size, plan.size]}}
 
 
+def profile_calls(args) -> None:
+    videos, lengths, plan = make_batch(args.videos, args.frames, args.height, args.width, PalConfig())
+    out_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "uint8": torch.uint8}[args.dtype]
+    gpu_videos = videos.cuda()
+    for _ in range(args.profile_calls):
+        synthesize_packed(gpu_videos, lengths, *plan.packed(), plan.size, out_dtype)
+    torch.cuda.synchronize()
+
+
 def verdicts(result) -> list[str]:
     lines = []
     for row in result["rows"]:
@@ -172,9 +181,15 @@ def main(argv=None) -> int:
     parser.add_argument("--gpu-only", action="store_true",
                         help="only the CUDA rows (the CPU rows come from a run on the CPU machine)")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/<device>/")
+    parser.add_argument("--profile-calls", type=int, default=0, metavar="N",
+                        help="only call the CUDA op N times on the default batch, nothing else (under a profiler "
+                             "such as Nsight Compute)")
     args = parser.parse_args(argv)
-    if args.gpu_only and not torch.cuda.is_available():
-        parser.error("--gpu-only needs a CUDA device")
+    if (args.gpu_only or args.profile_calls) and not torch.cuda.is_available():
+        parser.error("--gpu-only and --profile-calls need a CUDA device")
+    if args.profile_calls:
+        profile_calls(args)
+        return 0
     result = run(args)
     print(table(result["rows"], [("provider", "provider", "s"), ("threads", "threads", ""),
                                  ("median_s", "median s", ".4f"), ("vs_eager", "x eager", ".1f"),

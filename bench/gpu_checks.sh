@@ -5,9 +5,9 @@
 #   WHEELS=.whl OUT=/tmp/gpu bash bench/gpu_checks.sh [extra videos folder]
 #
 # BUDGET_S: seconds the whole script may take (default 540): later steps get what is left, and are skipped
-# when nothing is. STEPS: the steps to run (default all: build info pytest_cuda bench_synthesis bench_infonce
-# pytest_all bench_train bench_data extract pretrain_demo), in this file's order. PYTEST_ALL: what pytest_all runs (default
-# tests). SYNTHESIS_ARGS, TRAIN_ARGS: extra arguments of those benchmarks. WHEELS: optional folder of wheels to install first (PyAV where the node lacks it). OUT: where logs and the
+# when nothing is. STEPS: the steps to run (default all: build info pytest_cuda bench_synthesis ncu_synthesis
+# bench_infonce pytest_all bench_train bench_data extract pretrain_demo), in this file's order. PYTEST_ALL: what pytest_all runs (default
+# tests). SYNTHESIS_ARGS, TRAIN_ARGS, DATA_ARGS: extra arguments of those benchmarks. WHEELS: optional folder of wheels to install first (PyAV where the node lacks it). OUT: where logs and the
 # benchmark JSON go: one archive, $OUT/gpu_checks.tar.gz, refreshed after every step (so a run cut short still
 # returns what it did), holding <step>.log for each step and results/<gpu>/*.json (also written to
 # bench/results/<gpu>/). The last lines printed are a summary of every step's exit status and time.
@@ -55,10 +55,19 @@ step info 60 python3 -m uptal.info
 step pytest_cuda 240 python3 -m pytest -q -p no:cacheprovider -n 4 tests/ops tests/models/test_moco.py \
   tests/features/test_extract.py -k "cuda or gpu" -rs
 step bench_synthesis 180 python3 bench/bench_synthesis.py --gpu-only --repeats 20 ${SYNTHESIS_ARGS:-}
+# Hardware counters of the synthesis kernels (third call: past the first launch's warm-up), when Nsight Compute
+# is there; --clock-control none: virtualised nodes do not let it lock the clocks.
+NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
+if [ -n "$NCU" ]; then
+  step ncu_synthesis 150 "$NCU" --clock-control none --kernel-name regex:"synth_kernel|contrast_sums_kernel" \
+    --launch-skip 4 --launch-count 2 --section SpeedOfLight --section Occupancy --section LaunchStats \
+    --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section WarpStateStats \
+    --section SchedulerStats python3 bench/bench_synthesis.py --profile-calls 3
+fi
 step bench_infonce 240 python3 bench/bench_infonce.py
 step pytest_all 300 python3 -m pytest -q -p no:cacheprovider -n 8 --maxfail 20 ${PYTEST_ALL:-tests}
 step bench_train 240 python3 bench/bench_train.py --workers 12 ${TRAIN_ARGS:-}
-step bench_data 240 python3 bench/bench_data.py --workers 12 --batches 24   # the loader's ceiling on this host
+step bench_data 240 python3 bench/bench_data.py --workers 12 --batches 24 ${DATA_ARGS:-}   # on this host's cores
 if [ -n "$VIDEOS" ]; then
   step extract 120 python3 -m uptal.cli extract "$VIDEOS" --backbone i3d --device cuda --out /tmp/features
 fi

@@ -6,8 +6,10 @@
 //      int64 sum in `workspace` (integer adds, so the order of the atomics does not matter).
 //   2. synth_kernel: one block per 32 x 32 tile of one output frame. Without blur each thread runs the full
 //      per-pixel pipeline and stores. With blur the block computes the tile plus a halo of R pixels (positions
-//      reflected as the CPU blur reflects them) eight rows at a time into shared memory, runs the horizontal
-//      pass of those rows into a [3][32 + 2R][32] buffer, then the vertical pass, clamp and the typed store.
+//      reflected as the CPU blur reflects them) into shared memory [3][32 + 2R][32 + 2R], runs the horizontal
+//      pass into a [3][32 + 2R][32] buffer, then the vertical pass, clamp and the typed store. Every pass
+//      spreads its pixels over all 256 threads of the block (PixelWalk: pixel i -> row i / width, column
+//      i % width).
 // All per-pixel arithmetic is csrc/synth_math.h (built with --fmad=false, no fast-math), in the CPU's order.
 #include "synth_cuda.h"
 
@@ -22,15 +24,11 @@ namespace uptal {
 namespace {
 
 constexpr int kTile = 32;                     // output tile edge of synth_kernel, pixels
-constexpr int kBlockX = 32;                   // synth_kernel block: kBlockX x kBlockY threads
-constexpr int kBlockY = 8;
-constexpr int kThreads = kBlockX * kBlockY;
+constexpr int kThreads = 256;                 // threads of a block (1-D) of either kernel
 constexpr int kWarps = kThreads / 32;
 constexpr int kSumPixels = 4 * kThreads;      // pixels per block of contrast_sums_kernel
 constexpr int64_t kMaxGridY = 65535;
 constexpr size_t kDefaultSharedBytes = 48 * 1024;
-
-static_assert(kBlockX == kTile, "one thread per tile column");
 
 // What the per-pixel pipeline needs about one output frame (m, t); every thread of a block loads the same.
 struct Frame {
@@ -153,6 +151,23 @@ __device__ __forceinline__ void store_pixel(const SynthArgs& a, const Frame& f, 
   }
 }
 
+// The pixels tid, tid + kThreads, tid + 2 kThreads, ... of a region `cols` wide, as (row r, column c), without
+// an integer division per pixel (cols is not a compile-time constant; a division costs ~20 instructions):
+//   for (PixelWalk p(cols, tid); p.r < rows; p.next()) ...
+struct PixelWalk {
+  int r, c, cols, step_r, step_c;
+  __device__ __forceinline__ PixelWalk(int cols_, int tid)
+      : r(tid / cols_), c(tid % cols_), cols(cols_), step_r(kThreads / cols_), step_c(kThreads % cols_) {}
+  __device__ __forceinline__ void next() {
+    r += step_r;
+    c += step_c;  // < 2 cols
+    if (c >= cols) {
+      c -= cols;
+      ++r;
+    }
+  }
+};
+
 // Kernel 1. Block (x: chunk of kSumPixels pixels, y: output frames, strided). 1-D blocks of kThreads.
 __global__ void __launch_bounds__(kThreads) contrast_sums_kernel(SynthArgs a, unsigned long long* sums) {
   __shared__ long long warp_sums[kWarps];
@@ -214,98 +229,95 @@ __device__ Rgb blur_pixel_direct(const Frame& f, const float* taps, int radius, 
   return acc;
 }
 
-// Dynamic shared memory of synth_kernel's blur path, in floats: taps, staging rows, horizontal result.
+// Dynamic shared memory of synth_kernel's blur path, in floats: taps, pre-blur halo tile, horizontal result.
 //   taps  [2R+1]
-//   stage [3][kBlockY][kTile + 2R]   pre-blur values of kBlockY halo rows
-//   mid   [3][kTile + 2R][kTile]     horizontal pass of every halo row
+//   halo  [3][kTile + 2R][kTile + 2R]   pre-blur values of the tile and its halo
+//   mid   [3][kTile + 2R][kTile]        horizontal pass of every halo row
 __host__ __device__ __forceinline__ int64_t blur_shared_floats(int64_t radius) {
   const int64_t wide = kTile + 2 * radius;
-  return (2 * radius + 1) + 3 * kBlockY * wide + 3 * wide * kTile;
+  return (2 * radius + 1) + 3 * wide * wide + 3 * wide * kTile;
 }
 
 // The blurred tile (x0, y0, nx x ny valid pixels) of frame f, through shared memory (see synth_kernel).
 // Called by every thread of the block (it has barriers). Halo row r / column c holds the pre-blur pixel at the
 // reflected position of (y0 - R + r, x0 - R + c); only the rows and columns that valid outputs read are
-// computed (they lie in [-R, S - 1 + R] and reflect into [0, S) because R < S).
+// computed (they lie in [-R, S - 1 + R] and reflect into [0, S) because R < S). Each pass spreads its
+// (row, column) pairs over all threads of the block, so edge tiles and halo columns leave no thread idle.
 __device__ __forceinline__ void blur_tile_shared(const SynthArgs& a, const Frame& f, int64_t m, int64_t t,
                                                  const float* taps, int radius, int x0, int y0, int nx, int ny,
                                                  float* smem) {
-  const int tx = (int)threadIdx.x, ty = (int)threadIdx.y;
+  const int tid = (int)threadIdx.x;
   const int n_taps = 2 * radius + 1;
   const int wide = kTile + 2 * radius;
   float* s_taps = smem;
-  float* stage = s_taps + n_taps;
-  float* mid = stage + 3 * kBlockY * wide;
-  const int stage_plane = kBlockY * wide;
+  float* halo = s_taps + n_taps;
+  float* mid = halo + 3 * wide * wide;
+  const int halo_plane = wide * wide;
   const int mid_plane = wide * kTile;
-
-  for (int i = ty * kBlockX + tx; i < n_taps; i += kThreads) s_taps[i] = taps[i];  // read after a barrier
-
   const int rows = ny + 2 * radius;
   const int cols = nx + 2 * radius;
-  for (int r0 = 0; r0 < rows; r0 += kBlockY) {  // block-uniform loop
-    const int r = r0 + ty;
-    float* srow = stage + ty * wide;
-    if (r < rows) {
-      const int iy = reflect(y0 - radius + r, f.size);
-      for (int c = tx; c < cols; c += kBlockX) {
-        const Rgb v = pre_blur_pixel(f, iy, reflect(x0 - radius + c, f.size));
-        srow[c] = v.r;
-        srow[stage_plane + c] = v.g;
-        srow[2 * stage_plane + c] = v.b;
-      }
-    }
-    __syncthreads();
-    // horizontal pass: mid[r][x] = sum_k taps[k] * v[r][x + k], k = 0..2R in order
-    if (r < rows && tx < nx) {
-      const float* in = srow + tx;
-      const float w0 = s_taps[0];
-      float hr = w0 * in[0];
-      float hg = w0 * in[stage_plane];
-      float hb = w0 * in[2 * stage_plane];
-      for (int k = 1; k < n_taps; ++k) {
-        const float w = s_taps[k];
-        hr = hr + w * in[k];
-        hg = hg + w * in[stage_plane + k];
-        hb = hb + w * in[2 * stage_plane + k];
-      }
-      float* out = mid + r * kTile + tx;
-      out[0] = hr;
-      out[mid_plane] = hg;
-      out[2 * mid_plane] = hb;
-    }
-    __syncthreads();  // stage is overwritten by the next rows; mid is complete after the last one
+
+  for (int i = tid; i < n_taps; i += kThreads) s_taps[i] = taps[i];  // read after the first barrier
+  for (PixelWalk p(cols, tid); p.r < rows; p.next()) {
+    const Rgb v = pre_blur_pixel(f, reflect(y0 - radius + p.r, f.size), reflect(x0 - radius + p.c, f.size));
+    float* dst = halo + p.r * wide + p.c;
+    dst[0] = v.r;
+    dst[halo_plane] = v.g;
+    dst[2 * halo_plane] = v.b;
   }
+  __syncthreads();
+
+  // horizontal pass: mid[r][x] = sum_k taps[k] * halo[r][x + k], k = 0..2R in order
+  for (PixelWalk p(nx, tid); p.r < rows; p.next()) {
+    const float* in = halo + p.r * wide + p.c;
+    const float w0 = s_taps[0];
+    float hr = w0 * in[0];
+    float hg = w0 * in[halo_plane];
+    float hb = w0 * in[2 * halo_plane];
+    for (int k = 1; k < n_taps; ++k) {
+      const float w = s_taps[k];
+      hr = hr + w * in[k];
+      hg = hg + w * in[halo_plane + k];
+      hb = hb + w * in[2 * halo_plane + k];
+    }
+    float* out = mid + p.r * kTile + p.c;
+    out[0] = hr;
+    out[mid_plane] = hg;
+    out[2 * mid_plane] = hb;
+  }
+  __syncthreads();
 
   // vertical pass: out[y][x] = sum_k taps[k] * mid[y + k][x], k = 0..2R in order; clamp; store
-  if (tx < nx) {
-    for (int y = ty; y < ny; y += kBlockY) {
-      const float* in = mid + y * kTile + tx;
-      const float w0 = s_taps[0];
-      float vr = w0 * in[0];
-      float vg = w0 * in[mid_plane];
-      float vb = w0 * in[2 * mid_plane];
-      for (int k = 1; k < n_taps; ++k) {
-        const float w = s_taps[k];
-        const float* row = in + k * kTile;
-        vr = vr + w * row[0];
-        vg = vg + w * row[mid_plane];
-        vb = vb + w * row[2 * mid_plane];
-      }
-      store_pixel(a, f, m, t, y0 + y, x0 + tx, Rgb{vr, vg, vb});
+  for (PixelWalk p(nx, tid); p.r < ny; p.next()) {
+    const float* in = mid + p.r * kTile + p.c;
+    const float w0 = s_taps[0];
+    float vr = w0 * in[0];
+    float vg = w0 * in[mid_plane];
+    float vb = w0 * in[2 * mid_plane];
+    for (int k = 1; k < n_taps; ++k) {
+      const float w = s_taps[k];
+      const float* row = in + k * kTile;
+      vr = vr + w * row[0];
+      vg = vg + w * row[mid_plane];
+      vb = vb + w * row[2 * mid_plane];
     }
+    store_pixel(a, f, m, t, y0 + p.r, x0 + p.c, Rgb{vr, vg, vb});
   }
-  __syncthreads();  // s_taps and mid are reused by the block's next frame
+  __syncthreads();  // s_taps, halo and mid are reused by the block's next frame
 }
 
-// Kernel 2. Block (x: tile of kTile x kTile pixels, y: output frames, strided), kBlockX x kBlockY threads.
+// Kernel 2. Block (x: tile of kTile x kTile pixels, y: output frames, strided), kThreads threads.
 // kSharedBlur false: blur straight from the pipeline (blur_pixel_direct), for radii whose halo does not fit
 // in shared memory; a separate instantiation so that its registers do not burden the usual kernel.
-// At most 80 registers (3 blocks per SM); the shared-memory kernel does not spill on sm_75..sm_120.
+// Registers: the shared-memory kernel is held to 64 (4 blocks of 256 threads per SM; it does not spill on
+// sm_75..sm_120), which ran it in 830 us instead of 897 us with 80 registers (3 blocks) on an H200: Nsight
+// Compute found both kernels bound by instruction issue (SM busy ~73%, DRAM ~9%) with few eligible warps.
+// The fallback keeps 80 (it would spill at 64).
 template <bool kSharedBlur>
-__global__ void __launch_bounds__(kThreads, 3) synth_kernel(SynthArgs a, const int64_t* sums, int radius, int tiles_x) {
+__global__ void __launch_bounds__(kThreads, kSharedBlur ? 4 : 3)
+    synth_kernel(SynthArgs a, const int64_t* sums, int radius, int tiles_x) {
   extern __shared__ float smem[];
-  const int tx = (int)threadIdx.x, ty = (int)threadIdx.y;
+  const int tid = (int)threadIdx.x;
   const int size = (int)a.size;
   const int x0 = (int)(blockIdx.x % (unsigned)tiles_x) * kTile;
   const int y0 = (int)(blockIdx.x / (unsigned)tiles_x) * kTile;
@@ -316,21 +328,19 @@ __global__ void __launch_bounds__(kThreads, 3) synth_kernel(SynthArgs a, const i
   for (int64_t job = blockIdx.y; job < jobs; job += gridDim.y) {
     const int64_t m = job / a.frames_per_video, t = job % a.frames_per_video;
     const Frame f = load_frame(a, m, t, sums);
-    if (!f.blur) {  // block-uniform
-      if (tx < nx) {
-        for (int y = ty; y < ny; y += kBlockY) {
-          store_pixel(a, f, m, t, y0 + y, x0 + tx, pre_blur_pixel(f, y0 + y, x0 + tx));
-        }
-      }
-    } else {
+    if (f.blur) {  // block-uniform
       const float* taps = a.params + m * a.num_params + kBlur0;
       if constexpr (kSharedBlur) {
         blur_tile_shared(a, f, m, t, taps, radius, x0, y0, nx, ny, smem);
-      } else if (tx < nx) {
-        for (int y = ty; y < ny; y += kBlockY) {
-          store_pixel(a, f, m, t, y0 + y, x0 + tx, blur_pixel_direct(f, taps, radius, y0 + y, x0 + tx));
+      } else {
+        for (PixelWalk p(nx, tid); p.r < ny; p.next()) {
+          store_pixel(a, f, m, t, y0 + p.r, x0 + p.c, blur_pixel_direct(f, taps, radius, y0 + p.r, x0 + p.c));
         }
       }
+      continue;
+    }
+    for (PixelWalk p(nx, tid); p.r < ny; p.next()) {  // consecutive threads: consecutive columns of a row
+      store_pixel(a, f, m, t, y0 + p.r, x0 + p.c, pre_blur_pixel(f, y0 + p.r, x0 + p.c));
     }
   }
 }
@@ -375,7 +385,7 @@ cudaError_t synthesize_cuda(const SynthArgs& a, int64_t* workspace, cudaStream_t
       shared_bytes = 0;
     }
   }
-  const dim3 grid((unsigned)tiles, grid_y), block(kBlockX, kBlockY);
+  const dim3 grid((unsigned)tiles, grid_y), block(kThreads);
   if (shared_blur) {
     synth_kernel<true><<<grid, block, shared_bytes, stream>>>(a, workspace, radius, (int)tiles_x);
   } else {

@@ -55,10 +55,12 @@ UPTAL_HD Tap sample_position(int o, float start, float scale, int extent) {
 
 // Bilinear sample of one channel-interleaved uint8 frame [H, W, 3] at (row tap, column tap).
 UPTAL_HD Rgb bilinear(const uint8_t* frame, int width, Tap y, Tap x) {
-  const uint8_t* p00 = frame + ((size_t)y.i0 * width + x.i0) * 3;
-  const uint8_t* p01 = frame + ((size_t)y.i0 * width + x.i1) * 3;
-  const uint8_t* p10 = frame + ((size_t)y.i1 * width + x.i0) * 3;
-  const uint8_t* p11 = frame + ((size_t)y.i1 * width + x.i1) * 3;
+  const uint8_t* row0 = frame + y.i0 * width * 3;
+  const uint8_t* row1 = frame + y.i1 * width * 3;
+  const uint8_t* p00 = row0 + x.i0 * 3;
+  const uint8_t* p01 = row0 + x.i1 * 3;
+  const uint8_t* p10 = row1 + x.i0 * 3;
+  const uint8_t* p11 = row1 + x.i1 * 3;
   const float wx0 = 1.0f - x.w1, wy0 = 1.0f - y.w1;
   float v[3];
   for (int c = 0; c < 3; ++c) {

@@ -20,6 +20,7 @@ from .synthesize_ref import synthesize_ref
 OUT_DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.uint8: 2}
 _CROP_SLACK = 1e-3  # float32 rounding of crop boxes, in source pixels
 MAX_SIZE = 2048     # the kernels' exact contrast mean divides by size * size * 256 in 32-bit int
+MAX_FRAME_BYTES = 2**31 - 1     # the native kernels address bytes within one frame with int32
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -143,6 +144,9 @@ def check_synthesis_inputs(videos, lengths, sources, frames, params, norm, size,
     num_videos, max_frames, height, width, _ = videos.shape
     _require(num_videos >= 1, "videos", "is an empty batch (N = 0)")
     _require(max_frames >= 1 and height >= 1 and width >= 1, "videos", f"has an empty axis: {list(videos.shape)}")
+    _require(height * width * 3 <= MAX_FRAME_BYTES, "videos",
+             f"frames of {height} x {width} pixels hold {height * width * 3} bytes, more than the kernels' 32-bit "
+             f"offsets within a frame allow ({MAX_FRAME_BYTES})")
     _require(isinstance(size, int) and 1 <= size <= MAX_SIZE, "size", f"must be an int in [1, {MAX_SIZE}], got {size!r}")
     _require(out_dtype in OUT_DTYPE_CODES, "out_dtype",
              f"must be one of {', '.join(map(str, OUT_DTYPE_CODES))}, got {out_dtype}")
