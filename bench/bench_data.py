@@ -11,7 +11,9 @@ synthetic videos of J*F frames each), on the same files, with the same number of
 Reported per loader: samples/s, decode calls per sample, decoded frames per delivered frame (frames in the
 decoded windows / 2*J*F frames per sample), and the per-core decode rate (decoded frames per second per
 worker process). Each loader runs --repeats times (default 3), the two in turn so that the machine's drift hits
-both alike; samples/s and the ratio are medians over the repeats. Targets (issue 3): decodes per sample <= 1.1,
+both alike; samples/s and the ratio are medians over the repeats. Each timed run starts after the batches its
+loader made ahead (workers x prefetch) are taken untimed, and the files are listed as many times as one epoch of
+all the runs needs (a DataLoader drains its workers at each epoch's end). Targets (issue 3): decodes per sample <= 1.1,
 decoded per delivered frame <= 1.5, and at least 2.5x the naive loader's samples/s.
 
 Also the loader's own ceiling: `PalLoader` on the paper's batch shape (B = 32 windows of 128x171 frames) with a
@@ -25,6 +27,7 @@ so the loader must deliver a batch in less than that.
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import statistics
@@ -38,7 +41,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import table, write_result  # noqa: E402
+from common import repeated_index, table, write_result  # noqa: E402
 
 from uptal.config import DataConfig, PalConfig  # noqa: E402
 from uptal.data import write_demo_videos  # noqa: E402
@@ -91,9 +94,14 @@ def endless(loader, set_epoch=None):
         yield from loader
 
 
-def measure(batches, count: int, samples_of, decodes_of, frames_of, warmup: bool = True) -> dict:
-    """Time `count` batches, after a first one (worker start) when `warmup`."""
-    if warmup:
+def first_wave(data: DataConfig) -> int:
+    """Batches every worker makes at once when a loader starts (workers x prefetch): not timed."""
+    return max(1, data.workers * data.prefetch)
+
+
+def measure(batches, count: int, samples_of, decodes_of, frames_of, warmup: int) -> dict:
+    """Time `count` batches, after `warmup` untimed ones."""
+    for _ in range(warmup):
         next(batches)
     samples = decodes = frames = 0
     start = time.perf_counter()
@@ -103,6 +111,17 @@ def measure(batches, count: int, samples_of, decodes_of, frames_of, warmup: bool
         frames += frames_of(batch)
     elapsed = time.perf_counter() - start
     return {"seconds": elapsed, "samples": samples, "decodes": decodes, "decoded_frames": frames}
+
+
+def timed_run(make_loader, count: int, warmup: int, samples_of, decodes_of, frames_of) -> dict:
+    """`measure` on a fresh loader from `make_loader()` -> (loader, batches), then stop its workers."""
+    loader, batches = make_loader()
+    try:
+        return measure(batches, count, samples_of, decodes_of, frames_of, warmup)
+    finally:
+        batches.close()
+        del loader, batches
+        gc.collect()   # the DataLoader's persistent workers exit with it
 
 
 def _rate(run: dict) -> float:
@@ -124,21 +143,30 @@ def summarise(name: str, raw: dict, pal: PalConfig, workers: int) -> dict:
 def bench_dataset(label: str, source: Path, pal: PalConfig, data: DataConfig, batch_size: int,
                   batches: int, repeats: int) -> list[dict]:
     """Both loaders, `repeats` times in turn (so that the machine's drift hits both alike); samples/s and the
-    ratio are medians over the repeats, the per-frame counts are totals."""
+    ratio are medians over the repeats, the per-frame counts are totals. Every timed run has a fresh loader
+    whose workers exit after it, so the idle loader's workers never take cores from the timed one."""
     index = load_index(source, progress=False, cache=False)   # never write a cache into shared data
+    files = len(index.usable())
+    index = repeated_index(index, batches + first_wave(data) + 2, batch_size)   # one epoch per timed run
     usable = index.usable()
-    ours = PalLoader(index, pal, data, batch_size, seed=0)
-    naive = DataLoader(NaivePalSamples(usable, pal, data), batch_size=batch_size, shuffle=True, drop_last=True,
-                       num_workers=data.workers, persistent_workers=data.workers > 0,
-                       prefetch_factor=data.prefetch if data.workers else None, collate_fn=list,
-                       generator=torch.Generator().manual_seed(0))
-    ours_batches, naive_batches = endless(ours, ours.set_epoch), endless(naive)
+
+    def ours():
+        loader = PalLoader(index, pal, data, batch_size, seed=0)
+        return loader, endless(loader, loader.set_epoch)
+
+    def naive():
+        loader = DataLoader(NaivePalSamples(usable, pal, data), batch_size=batch_size, shuffle=True,
+                            drop_last=True, num_workers=data.workers, persistent_workers=data.workers > 0,
+                            prefetch_factor=data.prefetch if data.workers else None, collate_fn=list,
+                            generator=torch.Generator().manual_seed(0))
+        return loader, endless(loader)
+
     ours_runs, naive_runs = [], []
-    for repeat in range(repeats):
-        ours_runs.append(measure(ours_batches, batches, lambda b: b.batch_size, lambda b: b.decodes,
-                                 lambda b: b.decoded_frames, warmup=repeat == 0))
-        naive_runs.append(measure(naive_batches, batches, len, lambda b: sum(s["decodes"] for s in b),
-                                  lambda b: sum(s["decoded_frames"] for s in b), warmup=repeat == 0))
+    for _ in range(repeats):
+        ours_runs.append(timed_run(ours, batches, first_wave(data), lambda b: b.batch_size, lambda b: b.decodes,
+                                   lambda b: b.decoded_frames))
+        naive_runs.append(timed_run(naive, batches, first_wave(data), len, lambda b: sum(s["decodes"] for s in b),
+                                    lambda b: sum(s["decoded_frames"] for s in b)))
     rows = [summarise("uptal (decode once)", _total(ours_runs), pal, data.workers),
             summarise("naive (per sample)", _total(naive_runs), pal, data.workers)]
     for row, runs in zip(rows, (ours_runs, naive_runs)):
@@ -148,7 +176,7 @@ def bench_dataset(label: str, source: Path, pal: PalConfig, data: DataConfig, ba
     rows[0]["vs_naive"], rows[0]["vs_naive_runs"] = statistics.median(ratios), ratios
     rows[1]["vs_naive"] = 1.0
     for row in rows:
-        row.update(dataset=label, files=len(usable), batch_size=batch_size)
+        row.update(dataset=label, files=files, batch_size=batch_size)
     return rows
 
 
@@ -164,14 +192,16 @@ class NullDecoder(PyAVDecoder):
 
 def bench_overhead(source: Path, pal: PalConfig, data: DataConfig, batch_size: int, batches: int,
                    workers: list[int]) -> list[dict]:
-    """Batches/s of PalLoader with the NullDecoder (after one warm-up batch), per worker count."""
-    index = load_index(source, progress=False, cache=False)
+    """Batches/s of PalLoader with the NullDecoder (after the first wave of batches), per worker count."""
+    videos = load_index(source, progress=False, cache=False)
     rows = []
     for count in workers:
-        loader = PalLoader(index, pal, replace(data, workers=count), batch_size, decoder=NullDecoder(),
-                           pin_memory=False)
+        counted = replace(data, workers=count)
+        index = repeated_index(videos, batches + first_wave(counted) + 2, batch_size)
+        loader = PalLoader(index, pal, counted, batch_size, decoder=NullDecoder(), pin_memory=False)
         batches_seen = endless(loader, loader.set_epoch)
-        first = next(batches_seen)
+        for _ in range(first_wave(counted)):
+            first = next(batches_seen)
         start = time.perf_counter()
         for _ in range(batches):
             next(batches_seen)

@@ -4,6 +4,9 @@ Two runs of the same step, side by side, to separate data from compute:
 - synthetic: clips made once in memory, so the step never waits for data (the compute ceiling);
 - data path: the real loader (decode once per batch, plan, synthesis in the worker on CPU / on the device
   on GPU) feeding the same step, measuring the fraction of step time spent waiting for the next batch.
+The data path is timed from an empty prefetch queue (the first wave of batches, workers x prefetch, is taken
+untimed and not trained on), and the demo videos are listed as many times as one epoch of the timed steps needs
+(a DataLoader drains its workers at each epoch's end).
 Model FLOP utilisation = FLOPs of one step (counted by torch.utils.flop_counter: query encoder forward and
 backward, key encoder forward, loss) / step time / the machine's matmul rate measured in the same run
 (float32 on the CPU, bfloat16 on CUDA).
@@ -26,7 +29,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import table, write_result  # noqa: E402
+from common import repeated_index, table, write_result  # noqa: E402
 
 from uptal.config import load_pretrain_config  # noqa: E402
 from uptal.data import write_demo_videos  # noqa: E402
@@ -94,11 +97,16 @@ def time_synthetic(step: PalStep, clips, plan, steps: int, device) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def time_data_path(step: PalStep, loader: PalLoader, steps: int, device) -> tuple[float, float]:
-    """Seconds per step and the fraction of it spent waiting for data, over `steps` steps after one warm-up."""
+def time_data_path(step: PalStep, loader: PalLoader, steps: int, warmup: int, device) -> tuple[float, float]:
+    """Seconds per step and the fraction of it spent waiting for data, over `steps` steps.
+
+    First the `warmup` batches every worker made at once when the loader started are taken without training,
+    so that timing starts with an empty prefetch queue: batches buffered while training ran would hide a loader
+    slower than the step for as many steps as the queue holds (workers x prefetch). The step itself is warm
+    (time_synthetic ran it on the same shapes)."""
     batches = _endless(loader)
-    batch = next(batches)
-    step.train_step(step.clips(batch, device), batch.plan)
+    for _ in range(warmup):
+        next(batches)
     _sync(device)
     waited, start = 0.0, time.perf_counter()
     for _ in range(steps):
@@ -111,14 +119,20 @@ def time_data_path(step: PalStep, loader: PalLoader, steps: int, device) -> tupl
     return total / steps, waited / total
 
 
-def time_loader_alone(loader: PalLoader, batches: int) -> float:
-    """Samples per second the loader delivers with nothing else running (after one warm-up batch)."""
+def time_loader_alone(loader: PalLoader, batches: int, warmup: int) -> float:
+    """Samples per second the loader delivers with nothing else running (after `warmup` batches)."""
     iterator = _endless(loader)
-    next(iterator)
+    for _ in range(warmup):
+        next(iterator)
     start = time.perf_counter()
     for _ in range(batches):
         batch = next(iterator)
     return batches * len(batch.paths) / (time.perf_counter() - start)
+
+
+def _warmup(data) -> int:
+    """Batches before timing: the first wave, which every worker makes at once when the loader starts."""
+    return max(1, data.workers * data.prefetch)
 
 
 def _endless(loader: PalLoader):
@@ -147,18 +161,20 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         write_demo_videos(tmp, num_videos=max(3 * batch, args.videos), num_frames=args.frames,
                           height=max(config.data.height, 64), width=max(config.data.width, 85))
+        videos = load_index(tmp, progress=False, cache=False)
         data = replace(config.data, workers=args.workers)
-        loader = PalLoader(load_index(tmp, progress=False, cache=False), config.pal, data, batch,
+        loader = PalLoader(repeated_index(videos, _warmup(data) + args.steps + 2, batch), config.pal, data, batch,
                            synthesize=device.type == "cpu")
-        real_s, wait = time_data_path(step, loader, args.steps, device)
+        real_s, wait = time_data_path(step, loader, args.steps, _warmup(data), device)
         rows.append({"input": "demo videos (data path)", "s_per_step": real_s, "samples_per_s": batch / real_s,
                      "data_wait": wait, "mfu": flops / real_s / peak})
         del loader
         for workers in args.loader_workers:   # the loader's own ceiling, no training step
-            alone = PalLoader(load_index(tmp, progress=False, cache=False), config.pal,
-                              replace(config.data, workers=workers), batch, synthesize=device.type == "cpu")
+            alone_data = replace(config.data, workers=workers)
+            alone = PalLoader(repeated_index(videos, _warmup(alone_data) + args.steps + 2, batch), config.pal,
+                              alone_data, batch, synthesize=device.type == "cpu")
             rows.append({"input": "loader alone", "workers": workers,
-                         "samples_per_s": time_loader_alone(alone, args.steps)})
+                         "samples_per_s": time_loader_alone(alone, args.steps, _warmup(alone_data))})
             del alone
     for row in rows:
         row.setdefault("workers", args.workers)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
+import re
 import statistics
 import subprocess
 import time
@@ -66,6 +68,17 @@ def cuda_kernel_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2
     return sum(per_kernel.values()), sorted(per_kernel.items(), key=lambda item: -item[1])
 
 
+def repeated_index(index, batches: int, batch_size: int):
+    """`index` with its usable files listed as many times as one epoch of `batches` batches of `batch_size`
+    needs. A DataLoader drains its workers at the end of every epoch, so on a small benchmark set (a few
+    batches per epoch) most workers would sit idle at each epoch's end and the loader would look slower than it
+    is on a real data set of thousands of batches per epoch."""
+    from uptal.data.index import VideoIndex
+    usable = index.usable()
+    copies = max(1, math.ceil(batches * batch_size / max(len(usable), 1)))
+    return VideoIndex(usable * copies, index.source)
+
+
 def device_name(device: str) -> str:
     """A folder name for results: the GPU name, or the CPU model and core count."""
     if device == "cuda":
@@ -79,13 +92,15 @@ def device_name(device: str) -> str:
     except OSError:
         pass
     cores = torch.get_num_threads()
-    return f"cpu-{model.lower().replace(' ', '-')}-{cores}t"
+    model = re.sub(r"\((r|tm)\)", "", model.lower())          # "Intel(R) Xeon(R)" -> "intel xeon"
+    return f"cpu-{re.sub(r'[^a-z0-9.]+', '-', model).strip('-')}-{cores}t"
 
 
 def git_sha() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
+        # "-dirty": the measured code differs from the commit (uncommitted changes)
+        return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
