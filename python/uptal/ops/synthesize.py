@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from . import _native
@@ -200,18 +201,18 @@ def _check_lengths(lengths, num_videos, max_frames) -> torch.Tensor:
 
 
 def _check_indices(sources, frames, lengths, num_videos) -> None:
-    sources, frames = sources.long(), frames.long()
+    sources, frames, lengths = sources.long().numpy(), frames.long().numpy(), lengths.numpy()
     for column, field in ((0, "background"), (1, "action")):
         s = sources[:, column]
-        bad = ((s < 0) | (s >= num_videos)).nonzero().flatten()
-        _require(bad.numel() == 0, f"sources[:, {column}] (plan.{field})",
+        bad = np.flatnonzero((s < 0) | (s >= num_videos))
+        _require(bad.size == 0, f"sources[:, {column}] (plan.{field})",
                  f"output {bad[:1].tolist()} names video {s[bad[:1]].tolist()}, outside [0, {num_videos})")
     for column, field, allow_none in ((0, "background_frames", False), (1, "action_frames", True)):
         index = frames[:, column]                                        # [M, JF]
-        limit = lengths[sources[:, column]].unsqueeze(1)                 # [M, 1]
+        limit = lengths[sources[:, column]][:, None]                     # [M, 1]
         low = -1 if allow_none else 0
-        bad = ((index < low) | (index >= limit)).nonzero()
-        if bad.numel():
+        bad = np.argwhere((index < low) | (index >= limit))
+        if bad.size:
             m, t = bad[0].tolist()
             video = int(sources[m, column])
             rule = "-1 (nothing pasted) or " if allow_none else ""
@@ -224,17 +225,17 @@ def _check_params(params, num_outputs, size, height, width) -> None:
     taps = num_columns - NUM_FIXED_COLUMNS
     _require(params.dim() == 2 and params.shape[0] == num_outputs and taps >= 1 and taps % 2 == 1, "params",
              f"must have shape [M={num_outputs}, {NUM_FIXED_COLUMNS} + blur taps (odd)], got {list(params.shape)}")
-    _require(bool(torch.isfinite(params).all()), "params", "holds a non-finite value")
+    p = params.numpy()                                                   # [M, P] float32, shares params
+    _require(bool(np.isfinite(p).all()), "params", "holds a non-finite value")
     radius = blur_radius(num_columns)
     _require(radius < size, "params", f"blur radius {radius} must be smaller than size {size} (reflect padding)")
 
     def column_rule(col, name, ok, rule):
-        bad = (~ok).nonzero().flatten()
-        if bad.numel():
+        bad = np.flatnonzero(~ok)
+        if bad.size:
             m = int(bad[0])
-            raise ValueError(f"params[{m}, {col}] (plan.{name}) = {float(params[m, col])!r}: {rule}")
+            raise ValueError(f"params[{m}, {col}] (plan.{name}) = {float(p[m, col])!r}: {rule}")
 
-    p = params
     column_rule(Col.BETA, "beta", (p[:, Col.BETA] >= 0) & (p[:, Col.BETA] <= 1), "must be in [0, 1]")
     for col, name in ((Col.SCALE_Y, "crop height / size"), (Col.SCALE_X, "crop width / size")):
         column_rule(col, name, p[:, col] > 0, "must be positive")
@@ -248,11 +249,11 @@ def _check_params(params, num_outputs, size, height, width) -> None:
         column_rule(col, name, (p[:, col] == 0) | (p[:, col] == 1), "must be 0 or 1")
     for col, name in ((Col.BRIGHTNESS, "brightness"), (Col.CONTRAST, "contrast"), (Col.SATURATION, "saturation")):
         column_rule(col, name, p[:, col] >= 0, "a jitter factor must be >= 0")
-    column_rule(Col.HUE, "hue", p[:, Col.HUE].abs() <= 0.5, "the hue shift must be in [-0.5, 0.5]")
+    column_rule(Col.HUE, "hue", np.abs(p[:, Col.HUE]) <= 0.5, "the hue shift must be in [-0.5, 0.5]")
     order = p[:, Col.ORDER0:Col.ORDER0 + 4]
-    is_permutation = (order.sort(dim=1).values == torch.arange(4, dtype=p.dtype)).all(dim=1)
+    is_permutation = (np.sort(order, axis=1) == np.arange(4, dtype=p.dtype)).all(axis=1)
     column_rule(Col.ORDER0, "jitter_order", is_permutation, "each row must be a permutation of 0, 1, 2, 3")
-    column_rule(Col.BLUR0, "blur_weights", (p[:, Col.BLUR0:] >= 0).all(dim=1), "blur taps must be >= 0")
+    column_rule(Col.BLUR0, "blur_weights", (p[:, Col.BLUR0:] >= 0).all(axis=1), "blur taps must be >= 0")
 
 
 def _check_out(out, videos, num_outputs, frames_per_video, size, out_dtype) -> None:
