@@ -66,7 +66,8 @@ if [ -n "$NCU" ]; then
 fi
 step bench_infonce 240 python3 bench/bench_infonce.py
 step pytest_all 300 python3 -m pytest -q -p no:cacheprovider -n 8 --maxfail 20 ${PYTEST_ALL:-tests}
-step bench_train 240 python3 bench/bench_train.py --workers 12 ${TRAIN_ARGS:-}
+# 40 steps from an empty prefetch queue; the loader alone with 8 and 14 workers (16-core nodes)
+step bench_train 240 python3 bench/bench_train.py --workers 12 --steps 40 --loader-workers 8 14 ${TRAIN_ARGS:-}
 step bench_data 240 python3 bench/bench_data.py --workers 12 --batches 24 ${DATA_ARGS:-}   # on this host's cores
 if [ -n "$VIDEOS" ]; then
   step extract 120 python3 -m uptal.cli extract "$VIDEOS" --backbone i3d --device cuda --out /tmp/features
