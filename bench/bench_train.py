@@ -29,7 +29,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import repeated_index, table, write_result  # noqa: E402
+from common import first_wave, repeated_index, table, write_result  # noqa: E402
 
 from uptal.config import load_pretrain_config  # noqa: E402
 from uptal.data import write_demo_videos  # noqa: E402
@@ -130,11 +130,6 @@ def time_loader_alone(loader: PalLoader, batches: int, warmup: int) -> float:
     return batches * len(batch.paths) / (time.perf_counter() - start)
 
 
-def _warmup(data) -> int:
-    """Batches before timing: the first wave, which every worker makes at once when the loader starts."""
-    return max(1, data.workers * data.prefetch)
-
-
 def _endless(loader: PalLoader):
     epoch = 0
     while True:
@@ -163,18 +158,18 @@ def run(args) -> dict:
                           height=max(config.data.height, 64), width=max(config.data.width, 85))
         videos = load_index(tmp, progress=False, cache=False)
         data = replace(config.data, workers=args.workers)
-        loader = PalLoader(repeated_index(videos, _warmup(data) + args.steps + 2, batch), config.pal, data, batch,
+        loader = PalLoader(repeated_index(videos, first_wave(data) + args.steps + 2, batch), config.pal, data, batch,
                            synthesize=device.type == "cpu")
-        real_s, wait = time_data_path(step, loader, args.steps, _warmup(data), device)
+        real_s, wait = time_data_path(step, loader, args.steps, first_wave(data), device)
         rows.append({"input": "demo videos (data path)", "s_per_step": real_s, "samples_per_s": batch / real_s,
                      "data_wait": wait, "mfu": flops / real_s / peak})
         del loader
         for workers in args.loader_workers:   # the loader's own ceiling, no training step
             alone_data = replace(config.data, workers=workers)
-            alone = PalLoader(repeated_index(videos, _warmup(alone_data) + args.steps + 2, batch), config.pal,
+            alone = PalLoader(repeated_index(videos, first_wave(alone_data) + args.steps + 2, batch), config.pal,
                               alone_data, batch, synthesize=device.type == "cpu")
             rows.append({"input": "loader alone", "workers": workers,
-                         "samples_per_s": time_loader_alone(alone, args.steps, _warmup(alone_data))})
+                         "samples_per_s": time_loader_alone(alone, args.steps, first_wave(alone_data))})
             del alone
     for row in rows:
         row.setdefault("workers", args.workers)

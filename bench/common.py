@@ -68,6 +68,12 @@ def cuda_kernel_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2
     return sum(per_kernel.values()), sorted(per_kernel.items(), key=lambda item: -item[1])
 
 
+def first_wave(data) -> int:
+    """Batches a loader's workers make at once when it starts (workers x prefetch, of a DataConfig): a benchmark
+    takes them untimed, so that timing starts with an empty prefetch queue."""
+    return max(1, data.workers * data.prefetch)
+
+
 def repeated_index(index, batches: int, batch_size: int):
     """`index` with its usable files listed as many times as one epoch of `batches` batches of `batch_size`
     needs. A DataLoader drains its workers at the end of every epoch, so on a small benchmark set (a few
