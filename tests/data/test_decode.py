@@ -316,6 +316,59 @@ def test_rows_convert_only_the_chosen_frames_and_stop_after_the_last(cfr_video):
         decode_window(cfr_video, 0.0, 3, 25.0, out=out, rows=[0, 8, -1])
 
 
+def _colour_frames() -> np.ndarray:
+    """12 frames of colour gradients with a moving texture (red across, green down, blue checkered): [12, 48, 96, 3]."""
+    y, x = np.mgrid[0:48, 0:96]
+    return np.stack([np.stack([x * 200 // 95 + 3 * t, y * 255 // 47, 128 + 60 * (((x + t) // 5 + y // 5) % 2)],
+                              axis=-1).astype(np.uint8) for t in range(12)])
+
+
+@pytest.fixture(scope="module")
+def colour_video(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("videos") / "colour.mp4", _colour_frames(), list(range(12)),
+                       Fraction(1, 25))
+
+
+def _packed_rgb(path: Path, height: int, width: int) -> torch.Tensor:
+    """Every frame through swscale's packed rgb24 output at height x width: [T, H, W, 3]."""
+    import av
+
+    with av.open(str(path)) as container:
+        return torch.from_numpy(np.stack([
+            frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
+            for frame in container.decode(video=0)]))
+
+
+@pytest.mark.parametrize("size", [(61, 113), (128, 171), (48, 96)])   # odd, enlarged, native
+def test_frames_agree_with_ffmpeg_packed_rgb_conversion(colour_video, size):
+    """Resized frames are scaled into planar RGB (faster in swscale) and interleaved by uptal; swscale's packed
+    rgb24 output gives the same colours, channel order included, within 1 (rounding). Frames kept at their own
+    size are rgb24 itself."""
+    height, width = size
+    window = decode_window(colour_video, 0.0, 12, 25.0, height, width)
+    difference = (window.frames.int() - _packed_rgb(colour_video, height, width).int()).abs()
+    assert difference.max() <= (0 if size == (48, 96) else 1)
+
+
+def test_half_size_frames_are_nearer_the_source_than_packed_rgb(colour_video):
+    """At exactly half size swscale's packed rgb24 path differs more from the planar one; the planar one is
+    the nearer to the source's 2 x 2 averages."""
+    source = torch.from_numpy(_colour_frames()).double().reshape(12, 24, 2, 48, 2, 3).mean(dim=(2, 4))
+    planar = decode_window(colour_video, 0.0, 12, 25.0, 24, 48).frames.double()          # [12, 24, 48, 3]
+    packed = _packed_rgb(colour_video, 24, 48).double()
+    assert (planar - source).abs().mean() < (packed - source).abs().mean()
+
+
+def test_a_frame_shown_at_several_positions_fills_each_row(colour_video):
+    """At twice the video's rate every frame is shown twice: converted once into its first row, copied after."""
+    out = torch.zeros((10, 24, 48, 3), dtype=torch.uint8)
+    window = decode_window(colour_video, 0.0, 10, 50.0, 24, 48, out=out, rows=[9 - k for k in range(10)])
+    assert window.length == 10
+    once = decode_window(colour_video, 0.0, 5, 25.0, 24, 48).frames                    # [5, 24, 48, 3]
+    for position in range(10):
+        assert torch.equal(out[9 - position], once[position // 2])
+
+
 def test_importing_uptal_data_does_not_import_av():
     code = "import sys, uptal.data; assert 'av' not in sys.modules, 'av imported'; print('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

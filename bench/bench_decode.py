@@ -1,0 +1,110 @@
+"""Frame conversion benchmark: swscale's packed rgb24 output vs the planar path uptal's decoder takes.
+
+Every decoded frame that the loader keeps is resized to the working size and converted to RGB inside FFmpeg
+(swscale). For the same scaling, swscale's packed rgb24 output is slower than its planar RGB (gbrp) output
+plus an interleave in numpy, which is what `uptal.data.decode` does for a resized frame. Side by side, per
+file (the demo videos and ../shared/data/videos), on the same decoded frames in one process, the two paths
+alternating: median microseconds per frame, the ratio, and how far apart their pixels are (max and mean
+absolute difference). Also the whole `decode_window` of 120 frames at the working size, for scale.
+
+    python bench/bench_decode.py                    # 128 x 171, BILINEAR (the data config's defaults)
+    python bench/bench_decode.py --smoke            # one demo video, a few frames (CI)
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import median_seconds, table, write_result  # noqa: E402
+
+from uptal.config import DataConfig  # noqa: E402
+from uptal.data import write_demo_videos  # noqa: E402
+from uptal.data.decode import PyAVDecoder, _interleave_planar_rgb  # noqa: E402
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "videos"
+
+
+def decoded_frames(path: Path, count: int) -> list:
+    import av
+
+    with av.open(str(path)) as container:
+        return [frame for _, frame in zip(range(count), container.decode(video=0))]
+
+
+def per_frame_seconds(convert, frames: list, rounds: int) -> list[float]:
+    """Seconds per frame of `convert` over all frames, once per round."""
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for frame in frames:
+            convert(frame)
+        times.append((time.perf_counter() - start) / len(frames))
+    return times
+
+
+def bench_file(path: Path, height: int, width: int, interpolation: str, frames: int, rounds: int) -> dict:
+    from av.video.reformatter import VideoReformatter
+
+    decoded = decoded_frames(path, frames)
+    packed_scaler, planar_scaler = VideoReformatter(), VideoReformatter()
+    into = np.empty((height, width, 3), dtype=np.uint8)
+
+    def packed(frame):
+        return packed_scaler.reformat(frame, width=width, height=height, format="rgb24",
+                                      interpolation=interpolation, threads=1).to_ndarray()
+
+    def planar(frame, out=None):
+        rgb = planar_scaler.reformat(frame, width=width, height=height, format="gbrp",
+                                     interpolation=interpolation, threads=1)
+        return _interleave_planar_rgb(rgb, out)
+
+    packed_times, planar_times = [], []
+    for _ in range(rounds):   # alternate, so that the machine's drift hits both alike
+        packed_times += per_frame_seconds(packed, decoded, 1)
+        planar_times += per_frame_seconds(lambda f: planar(f, into), decoded, 1)
+    difference = np.stack([np.abs(packed(f).astype(np.int16) - planar(f).astype(np.int16)) for f in decoded])
+    window = median_seconds(lambda: PyAVDecoder().decode_window(path, 0.0, 120, 25.0, height, width), repeats=3)
+    first = decoded[0]
+    return {"file": path.name, "source": f"{first.width}x{first.height} {first.format.name}", "frames": len(decoded),
+            "packed_us": statistics.median(packed_times) * 1e6, "planar_us": statistics.median(planar_times) * 1e6,
+            "speedup": statistics.median(packed_times) / statistics.median(planar_times),
+            "max_abs_diff": int(difference.max()), "mean_abs_diff": float(difference.mean()),
+            "window_ms": window * 1e3}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="one demo video, a few frames (CI)")
+    parser.add_argument("--frames", type=int, default=60, help="decoded frames per file")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds per path")
+    parser.add_argument("--no-save", action="store_true")
+    args = parser.parse_args(argv)
+
+    data = DataConfig()
+    frames, rounds = (8, 1) if args.smoke else (args.frames, args.rounds)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_demo_videos(tmp, num_videos=1 if args.smoke else 2, num_frames=48 if args.smoke else 160)
+        files = sorted(Path(tmp).glob("*.mp4"))
+        if SHARED_VIDEOS.is_dir() and not args.smoke:
+            files += sorted(SHARED_VIDEOS.resolve().iterdir())
+        rows = [bench_file(f, data.height, data.width, "BILINEAR", frames, rounds) for f in files]
+    print(f"frame conversion to {data.height}x{data.width} RGB, BILINEAR, 1 thread (median us per frame):")
+    print(table(rows, [("file", "file", "s"), ("source", "source", "s"), ("packed_us", "rgb24 us", ".0f"),
+                       ("planar_us", "gbrp+interleave us", ".0f"), ("speedup", "x faster", ".2f"),
+                       ("max_abs_diff", "max|diff|", "d"), ("mean_abs_diff", "mean|diff|", ".3f"),
+                       ("window_ms", "decode_window(120) ms", ".0f")]))
+    print(f"median speedup over files: {statistics.median(r['speedup'] for r in rows):.2f}x")
+    if not (args.smoke or args.no_save):
+        print(f"wrote {write_result('bench_decode', 'cpu', {'rows': rows, 'height': data.height, 'width': data.width})}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
