@@ -137,3 +137,11 @@ def test_shared_videos_only_tree_avi_is_odd(shared_videos, capsys):
     assert len(rows) == 1 and rows[0].startswith("ok (odd)") and Path(rows[0].split()[2]).name == "tree.avi"
     assert "header says 444 frames, the file holds 68" in rows[0]
     assert summary.splitlines()[0] == "10 files: 10 ok"
+
+
+def test_default_minimum_is_what_the_default_config_trains_on(broken_dataset, capsys):
+    """Without --min-duration, files shorter than the default data config's min_frames at its fps are too_short."""
+    code, out, _ = run(capsys, str(broken_dataset.folder), "--no-progress", "--no-cache")
+    assert code == 0
+    row = next(line for line in out.splitlines() if "two_frames.mp4" in line)
+    assert row.startswith("too_short") and "0.08 s long, needs at least 0.32 s" in row

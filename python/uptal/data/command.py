@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 
+from ..config import DataConfig
 from .check import check_index, format_report, summarize
 from .index import load_index
 from .shards import DEFAULT_MAX_SIZE, MANIFEST_NAME, parse_size, write_shards
@@ -84,11 +85,16 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     return parser
 
 
+#: The shortest video the default data config trains on: min_frames frames at its fps.
+DEFAULT_MIN_DURATION = DataConfig().min_frames / DataConfig().fps
+
+
 def _add_index_options(parser: argparse.ArgumentParser) -> None:
     """Options for reading the source, shared by check and shard."""
     parser.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
-    parser.add_argument("--min-duration", type=float, default=0.0, metavar="S",
-                        help="files shorter than S seconds are too_short (default: %(default)g)")
+    parser.add_argument("--min-duration", type=float, default=DEFAULT_MIN_DURATION, metavar="S",
+                        help="files shorter than S seconds are too_short (default: %(default)g s, the "
+                             "default data config's min_frames at its fps: shorter files are never trained on)")
     parser.add_argument("--workers", type=int, default=None, metavar="N", help="probing threads (default: up to 8)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
