@@ -155,6 +155,19 @@ def small_folder(tmp_path, monkeypatch) -> Path:
     return folder
 
 
+def test_a_read_only_folder_is_left_untouched_and_the_cache_goes_to_the_user_cache(small_folder, counted_probe):
+    """A folder without write bits gets no cache file, even for root (whom the permission check lets write)."""
+    small_folder.chmod(0o555)
+    try:
+        first = load_index(small_folder, progress=False)
+        assert sorted(p.name for p in small_folder.iterdir()) == ["a.mp4", "b.mp4", "empty.mp4"]
+        assert len(list((small_folder.parent / "user_cache" / "uptal").glob("index-*.json"))) == 1
+        counted_probe.clear()
+        assert load_index(small_folder, progress=False).entries == first.entries and counted_probe == []
+    finally:
+        small_folder.chmod(0o755)
+
+
 def test_cache_avoids_probing_again_and_reprobes_changed_files(small_folder, counted_probe):
     first = load_index(small_folder, progress=False)
     assert sorted(counted_probe) == sorted(str(p) for p in small_folder.glob("*.mp4"))

@@ -19,7 +19,8 @@ Relative paths in a list resolve against the list file's folder. Entry paths are
 Every file is probed once (`uptal.data.decode.probe`, in a thread pool, with a progress bar) and the outcome,
 good or bad, is cached in a JSON file keyed by path, size and modification time, so a second run probes only
 new or changed files. The cache lives beside the data (`<folder>/.uptal_index.json`,
-`<list>.uptal_index.json`); where that cannot be written (a read-only data set) it goes to
+`<list>.uptal_index.json`); where that cannot be written (a read-only data set, or a folder without write
+bits, left alone even for root) it goes to
 `$XDG_CACHE_HOME/uptal` (default ~/.cache/uptal) under a name made from a hash of the source path. Caches
 written by another PyAV version or cache format are ignored, since FFmpeg's verdict may differ.
 """
@@ -32,6 +33,7 @@ import json
 import logging
 import math
 import os
+import stat
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
@@ -347,12 +349,23 @@ class _ProbeCache:
                            "source": str(self.source), "files": files})
         errors = []
         for location in self.locations:
+            if location == self.locations[0] and not _may_write_in(location.parent):
+                continue
             try:
                 write_text_atomically(location, text)
                 return
             except OSError as error:
                 errors.append(f"{location}: {error.strerror or error}")
         log.warning("could not write the probe cache (%s); the next run probes again", "; ".join(errors))
+
+
+def _may_write_in(folder: Path) -> bool:
+    """May uptal add a file to this folder? Not when its mode has no write bit at all: a data set made
+    read-only on purpose stays untouched even for root, whom the permission check would let through."""
+    try:
+        return bool(stat.S_IMODE(folder.stat().st_mode) & 0o222) and os.access(folder, os.W_OK)
+    except OSError:
+        return False
 
 
 def _probe_with_cache(paths: list[str], cache: _ProbeCache | None, workers: int,
