@@ -1,4 +1,4 @@
-"""Frame conversion benchmark: swscale's packed rgb24 output vs the planar path uptal's decoder takes.
+"""Decoding benchmarks: frame conversion (packed vs planar RGB), and transcoded copies vs the originals.
 
 Every decoded frame that the loader keeps is resized to the working size and converted to RGB inside FFmpeg
 (swscale). For the same scaling, swscale's packed rgb24 output is slower than its planar RGB (gbrp) output
@@ -6,6 +6,11 @@ plus an interleave in numpy, which is what `uptal.data.decode` does for a resize
 file (the demo videos and ../shared/data/videos), on the same decoded frames in one process, the two paths
 alternating: median microseconds per frame, the ratio, and how far apart their pixels are (max and mean
 absolute difference). Also the whole `decode_window` of 120 frames at the working size, for scale.
+
+Transcoded copies (`uptal data transcode`, default settings) of ../shared/data/videos against the originals:
+per file, the size and the median time of `decode_window` for a PAL window (189 frames at 25 fps, 128 x 171)
+at 5 starts spread over the video; then `PalLoader` (2 workers, B = 4, PAL defaults) over the originals and
+over the copies, in turn (--repeats times each), samples/s after the first wave of batches.
 
     python bench/bench_decode.py                    # 128 x 171, BILINEAR (the data config's defaults)
     python bench/bench_decode.py --smoke            # one demo video, a few frames (CI)
@@ -22,11 +27,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_seconds, table, write_result  # noqa: E402
+from bench_data import timed_run  # noqa: E402
+from common import first_wave, median_seconds, repeated_index, table, write_result  # noqa: E402
 
-from uptal.config import DataConfig  # noqa: E402
+from uptal.config import DataConfig, PalConfig  # noqa: E402
 from uptal.data import write_demo_videos  # noqa: E402
 from uptal.data.decode import PyAVDecoder, _interleave_planar_rgb  # noqa: E402
+from uptal.data.index import load_index  # noqa: E402
+from uptal.data.loader import PalLoader  # noqa: E402
+from uptal.data.transcode import transcode  # noqa: E402
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "videos"
 
@@ -79,11 +88,59 @@ def bench_file(path: Path, height: int, width: int, interpolation: str, frames: 
             "window_ms": window * 1e3}
 
 
+def window_seconds(path: Path, duration: float, data: DataConfig, frames: int) -> float:
+    """Median seconds of one `decode_window` of `frames` frames, over 5 starts spread over the video."""
+    decoder = PyAVDecoder()
+    span = frames / data.fps
+    times = []
+    for k in range(5):
+        start = max(0.0, duration - span) * k / 4
+        begin = time.perf_counter()
+        decoder.decode_window(path, start, frames, data.fps, data.height, data.width)
+        times.append(time.perf_counter() - begin)
+    return statistics.median(times)
+
+
+def loader_samples_per_s(source: Path, data: DataConfig, batch_size: int, batches: int) -> float:
+    """PalLoader samples/s over `source`, after its first wave of batches (a fresh loader)."""
+    index = repeated_index(load_index(source, progress=False, cache=False), batches + first_wave(data) + 2,
+                           batch_size)
+
+    def make():
+        loader = PalLoader(index, PalConfig(), data, batch_size, seed=0)
+        return loader, iter(loader)
+
+    run = timed_run(make, batches, first_wave(data), lambda b: b.batch_size, lambda b: b.decodes,
+                    lambda b: b.decoded_frames)
+    return run["samples"] / run["seconds"]
+
+
+def bench_transcoded(folder: Path, copies: Path, data: DataConfig, repeats: int) -> tuple[list[dict], dict]:
+    """Windows per file and the loader's samples/s: originals vs their transcoded copies."""
+    index = load_index(folder, progress=False, cache=False)   # never write a cache into shared data
+    result = transcode(index, copies, progress=False)
+    window = data.frames_to_decode(PalConfig())   # 189 frames with PAL's defaults
+    durations = {e.path: e.info.duration for e in index.usable()}
+    rows = []
+    for video in result.videos:
+        original, copy, duration = Path(video.source), copies / video.out, durations[video.source]
+        before, after = window_seconds(original, duration, data, window), window_seconds(copy, duration, data, window)
+        rows.append({"file": original.name, "MB": original.stat().st_size / 1e6, "copy_MB": copy.stat().st_size / 1e6,
+                     "window_ms": before * 1e3, "copy_window_ms": after * 1e3, "speedup": before / after})
+    loader = {"originals": [], "copies": []}
+    for _ in range(repeats):
+        loader["originals"].append(loader_samples_per_s(folder, data, 4, 12))
+        loader["copies"].append(loader_samples_per_s(copies, data, 4, 12))
+    loader["speedup"] = statistics.median(loader["copies"]) / statistics.median(loader["originals"])
+    return rows, loader
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="one demo video, a few frames (CI)")
     parser.add_argument("--frames", type=int, default=60, help="decoded frames per file")
     parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds per path")
+    parser.add_argument("--repeats", type=int, default=2, help="loader runs over originals and copies, in turn")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args(argv)
 
@@ -101,8 +158,20 @@ def main(argv=None) -> int:
                        ("max_abs_diff", "max|diff|", "d"), ("mean_abs_diff", "mean|diff|", ".3f"),
                        ("window_ms", "decode_window(120) ms", ".0f")]))
     print(f"median speedup over files: {statistics.median(r['speedup'] for r in rows):.2f}x")
+    result = {"rows": rows, "height": data.height, "width": data.width}
+    if SHARED_VIDEOS.is_dir() and not args.smoke:
+        with tempfile.TemporaryDirectory() as copies:
+            transcoded, loader = bench_transcoded(SHARED_VIDEOS.resolve(), Path(copies), data, args.repeats)
+        print(f"transcoded copies (uptal data transcode, defaults) vs originals: decode_window of "
+              f"{data.frames_to_decode(PalConfig())} frames at {data.height}x{data.width}, median of 5 starts:")
+        print(table(transcoded, [("file", "file", "s"), ("MB", "MB", ".2f"), ("copy_MB", "copy MB", ".2f"),
+                                 ("window_ms", "window ms", ".0f"), ("copy_window_ms", "copy window ms", ".0f"),
+                                 ("speedup", "x faster", ".1f")]))
+        print(f"PalLoader, 2 workers, B = 4, samples/s: originals {', '.join(f'{v:.2f}' for v in loader['originals'])}; "
+              f"copies {', '.join(f'{v:.2f}' for v in loader['copies'])}: {loader['speedup']:.2f}x")
+        result.update(transcoded=transcoded, loader=loader)
     if not (args.smoke or args.no_save):
-        print(f"wrote {write_result('bench_decode', 'cpu', {'rows': rows, 'height': data.height, 'width': data.width})}")
+        print(f"wrote {write_result('bench_decode', 'cpu', result)}")
     return 0
 
 

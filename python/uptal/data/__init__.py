@@ -18,6 +18,7 @@ from .decode import (
 from .demo import DemoVideoSpec, demo_frames, demo_specs, write_demo_videos
 from .index import INDEX_STATUSES, TOO_SHORT, VIDEO_EXTENSIONS, IndexEntry, VideoIndex, load_index
 from .shards import ShardRecord, ShardSet, iter_shard_records, open_entry_source, read_manifest, write_shards
+from .transcode import TranscodeSettings, transcode
 
 __all__ = [
     "VIDEO_ERROR_REASONS",
@@ -50,4 +51,6 @@ __all__ = [
     "open_entry_source",
     "read_manifest",
     "write_shards",
+    "TranscodeSettings",
+    "transcode",
 ]

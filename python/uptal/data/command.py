@@ -2,14 +2,16 @@
 
     uptal data check SOURCE [--min-duration S] [--json] [--no-progress] [--workers N] [--no-cache]
     uptal data shard SOURCE --out DIR [--max-size 1GB | --per-shard N] [--min-duration S] [--no-progress]
+    uptal data transcode SOURCE --out DIR [--short-side 128] [--gop 1] [--crf 23] [--jobs N] [--force]
+                         [--min-duration S] [--no-progress]
     uptal data synth-tal --out DIR [--videos 40] [--classes 4] [--seed 0] [--duration-range 8 16] [--fps 10]
                          [--height 64] [--width 85] [--test-fraction 0.25]
 
 SOURCE is a folder of videos, a CSV/TXT list, or a shard set (its folder or shards.json); see
 `uptal.data.index`. `add_subcommand(subparsers)` registers `data` on the caller's argparse sub-parsers;
 every leaf parser sets ``func``, which takes the parsed namespace and returns the exit code: 0 when the data
-set has usable videos (check), records were written (shard) or the benchmark was written (synth-tal), 1 when
-there are none (shard then writes nothing), and 2 after a one-line error on stderr when an input is bad (no
+set has usable videos (check), records were written (shard), every usable video is in DIR (transcode) or the
+benchmark was written (synth-tal), 1 when there are none (shard then writes nothing) or a video failed (transcode), and 2 after a one-line error on stderr when an input is bad (no
 traceback reaches the user).
 
 `check --json` prints one JSON object per file and nothing else on stdout (progress goes to stderr).
@@ -25,8 +27,9 @@ from .check import check_index, format_report, summarize
 from .index import load_index
 from .shards import DEFAULT_MAX_SIZE, MANIFEST_NAME, parse_size, write_shards
 from .synth_tal import CLASS_NAMES, write_synth_tal
+from .transcode import LIST_NAME, TranscodeSettings, transcode
 
-__all__ = ["add_subcommand", "run_check", "run_shard", "run_synth_tal"]
+__all__ = ["add_subcommand", "run_check", "run_shard", "run_synth_tal", "run_transcode"]
 
 SOURCE_HELP = "a folder of videos (searched recursively), a .csv/.txt list, or a shard set (folder or shards.json)"
 
@@ -37,7 +40,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
                                                 "synthetic TAL benchmark",
                                    description="Index, check and shard video data sets; write a synthetic "
                                                "temporal action localization benchmark.")
-    actions = parser.add_subparsers(dest="action", metavar="{check,shard,synth-tal}")
+    actions = parser.add_subparsers(dest="action", metavar="{check,shard,transcode,synth-tal}")
     actions.required = True
 
     check = actions.add_parser(
@@ -61,6 +64,26 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
                        help=f"largest shard, e.g. 500MB, 1GB, 64MiB (default: {DEFAULT_MAX_SIZE // 10**9}GB)")
     limit.add_argument("--per-shard", type=int, metavar="N", default=None, help="records per shard instead")
     shard.set_defaults(func=run_shard)
+
+    recode = actions.add_parser(
+        "transcode", help="re-encode the usable videos once at the training size, for cheap decoding",
+        description="Write every usable video again as DIR/<path>.mp4: H.264 (tune fastdecode), the short side "
+                    "scaled down to --short-side, a keyframe every --gop seconds, no audio, every frame at its "
+                    f"time; plus DIR/{LIST_NAME} (path,label) to train from. Videos already in DIR are kept "
+                    "(--force writes them again); a crash loses only the files in flight.")
+    _add_index_options(recode)
+    recode.add_argument("--out", required=True, metavar="DIR", help="folder for the videos and " + LIST_NAME)
+    defaults = TranscodeSettings()
+    recode.add_argument("--short-side", type=int, default=defaults.short_side, metavar="PX",
+                        help="short side of the written frames; smaller sources keep theirs (default: %(default)s)")
+    recode.add_argument("--gop", type=float, default=defaults.gop_seconds, metavar="S",
+                        help="a keyframe at least every S seconds (default: %(default)g)")
+    recode.add_argument("--crf", type=int, default=defaults.crf, help="x264 quality, lower is better and "
+                                                                      "bigger (default: %(default)s)")
+    recode.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="videos written in parallel (default: the CPU count)")
+    recode.add_argument("--force", action="store_true", help="write again the videos already in DIR")
+    recode.set_defaults(func=run_transcode)
 
     synth = actions.add_parser(
         "synth-tal", help="write untrimmed videos with known action instances and ActivityNet ground truth",
@@ -145,6 +168,30 @@ def run_shard(args: argparse.Namespace) -> int:
     if left_out:
         print(f"left out {left_out} unusable files (`uptal data check` says why)")
     return 0 if shard_set.total else 1
+
+
+def run_transcode(args: argparse.Namespace) -> int:
+    """`uptal data transcode`: write the videos, print a summary and every failure; 0 when all usable videos
+    are in DIR, 1 when none is usable or some failed, 2 after a one-line error."""
+    try:
+        settings = TranscodeSettings(short_side=args.short_side, gop_seconds=args.gop, crf=args.crf)
+        index = load_index(args.source, min_duration=args.min_duration, workers=args.workers,
+                           progress=not args.no_progress)
+        if not index.usable():
+            print(f"uptal data transcode: no usable video in {index.source}; nothing written", file=sys.stderr)
+            return 1
+        result = transcode(index, args.out, settings=settings, workers=args.jobs, force=args.force,
+                           progress=not args.no_progress)
+    except (ValueError, OSError) as error:
+        return _fail("transcode", error)
+    for video in result.videos:
+        if video.status == "failed":
+            print(f"failed: {video.source}: {video.detail}")
+    print(f"{result.count('written')} written, {result.count('kept')} already there, {result.count('failed')} "
+          f"failed, in {result.out}; list {result.out / LIST_NAME}")
+    if result.not_usable:
+        print(f"left out {len(result.not_usable)} unusable files (`uptal data check` says why)")
+    return 1 if result.count("failed") else 0
 
 
 def run_synth_tal(args: argparse.Namespace) -> int:
