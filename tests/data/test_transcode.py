@@ -129,3 +129,16 @@ def test_command_line(broken_dataset, tmp_path, capsys):
     assert probe(tmp_path / "out" / "good.mp4").height == 32
     assert main(["data", "transcode", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "uptal data transcode: error:" in capsys.readouterr().err
+
+
+def test_a_shard_set_source_is_read_record_by_record(broken_dataset, tmp_path):
+    from uptal.data import open_entry_source, write_shards
+
+    index = load_index(broken_dataset.folder, min_duration=MIN_DURATION, progress=False, cache=False)
+    write_shards(index, tmp_path / "shards", per_shard=2, progress=False)
+    shards = load_index(tmp_path / "shards", progress=False)
+    result = transcode(shards, tmp_path / "out", workers=1, progress=False)
+    assert [v.status for v in result.videos] == ["written"] * 4
+    for video, entry in zip(result.videos, shards.usable()):
+        assert video.out == Path(entry.path.split("#")[1] + ".mp4")       # named by the record's key
+        assert _ids(tmp_path / "out" / video.out) == _ids(open_entry_source(entry))
