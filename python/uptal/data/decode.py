@@ -461,8 +461,11 @@ def _timed_frames(frames: Iterator[Any], stream) -> Iterator[_Timed]:
     def duration_ticks(frame) -> int:
         return frame.duration if frame.duration and frame.duration > 0 else period_ticks
 
+    def seconds(ticks: int) -> float:   # int / int is correctly rounded: float(ticks * tb) without Fractions
+        return ticks * tb.numerator / tb.denominator
+
     def emit(ticks: int, frame) -> _Timed:
-        return _Timed(float((ticks - origin) * tb), float(duration_ticks(frame) * tb), frame)
+        return _Timed(seconds(ticks - origin), seconds(duration_ticks(frame)), frame)
 
     for frame in frames:
         pts = frame.pts
