@@ -14,6 +14,8 @@ backward, key encoder forward, loss) / step time / the machine's matmul rate mea
     python bench/bench_train.py                 # CPU: tiny backbone on the demo config; CUDA: I3D 8x112x112
     python bench/bench_train.py --backbone i3d --batch 16
     python bench/bench_train.py --smoke         # seconds (CI)
+    python bench/bench_train.py --transcoded    # the demo videos through `uptal data transcode` first
+                                                # (the recipe for real data; result bench_train_transcoded.json)
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from uptal.config import load_pretrain_config  # noqa: E402
 from uptal.data import write_demo_videos  # noqa: E402
 from uptal.data.index import load_index  # noqa: E402
 from uptal.data.loader import PalLoader  # noqa: E402
+from uptal.data.transcode import LIST_NAME, transcode  # noqa: E402
 from uptal.pal import build_plan  # noqa: E402
 from uptal.train.engine import PalStep, build_moco  # noqa: E402
 
@@ -153,15 +156,19 @@ def run(args) -> dict:
 
     rows = [{"input": "synthetic (in memory)", "s_per_step": synthetic_s, "samples_per_s": batch / synthetic_s,
              "data_wait": 0.0, "mfu": flops / synthetic_s / peak}]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as copies:
         write_demo_videos(tmp, num_videos=max(3 * batch, args.videos), num_frames=args.frames,
                           height=max(config.data.height, 64), width=max(config.data.width, 85))
         videos = load_index(tmp, progress=False, cache=False)
+        if args.transcoded:   # the loader reads the copies `uptal data transcode` writes, as users should
+            transcode(videos, copies, progress=False)
+            videos = load_index(Path(copies) / LIST_NAME, progress=False, cache=False)
+        source = "demo videos, transcoded" if args.transcoded else "demo videos"
         data = replace(config.data, workers=args.workers)
         loader = PalLoader(repeated_index(videos, first_wave(data) + args.steps + 2, batch), config.pal, data, batch,
                            synthesize=device.type == "cpu")
         real_s, wait = time_data_path(step, loader, args.steps, first_wave(data), device)
-        rows.append({"input": "demo videos (data path)", "s_per_step": real_s, "samples_per_s": batch / real_s,
+        rows.append({"input": f"{source} (data path)", "s_per_step": real_s, "samples_per_s": batch / real_s,
                      "data_wait": wait, "mfu": flops / real_s / peak})
         del loader
         for workers in args.loader_workers:   # the loader's own ceiling, no training step
@@ -175,7 +182,8 @@ def run(args) -> dict:
         row.setdefault("workers", args.workers)
         row.update(backbone=config.model.backbone, batch=batch)
     return {"rows": rows, "flops_per_step": flops, "peak_flops": peak, "peak_dtype": str(dtype),
-            "device": str(device), "config": args.config, "overrides": args.overrides, "targets": TARGETS}
+            "device": str(device), "config": args.config, "overrides": args.overrides, "targets": TARGETS,
+            "transcoded": args.transcoded}
 
 
 def main(argv=None) -> int:
@@ -190,6 +198,8 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=160, help="frames of each demo video")
     parser.add_argument("--loader-workers", type=int, nargs="*", default=[],
                         help="also time the loader alone with these worker counts (its ceiling)")
+    parser.add_argument("--transcoded", action="store_true",
+                        help="read the demo videos through `uptal data transcode` copies (as real data should be)")
     parser.add_argument("--no-save", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     args = parser.parse_args(argv)
@@ -213,7 +223,8 @@ def main(argv=None) -> int:
     if args.smoke:
         print(json.dumps({"smoke_rows": len(result["rows"])}))
     elif not args.no_save:
-        print(f"wrote {write_result('bench_train', 'cuda' if cuda else 'cpu', result)}")
+        name = "bench_train_transcoded" if args.transcoded else "bench_train"
+        print(f"wrote {write_result(name, 'cuda' if cuda else 'cpu', result)}")
     return 0
 
 

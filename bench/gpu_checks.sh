@@ -6,7 +6,7 @@
 #
 # BUDGET_S: seconds the whole script may take (default 540): later steps get what is left, and are skipped
 # when nothing is. STEPS: the steps to run (default all: build info pytest_cuda bench_synthesis ncu_synthesis
-# bench_infonce pytest_all bench_train bench_data extract pretrain_demo), in this file's order. PYTEST_ALL: what pytest_all runs (default
+# bench_infonce pytest_all bench_train bench_train_transcoded bench_data extract pretrain_demo), in this file's order. PYTEST_ALL: what pytest_all runs (default
 # tests). SYNTHESIS_ARGS, TRAIN_ARGS, DATA_ARGS: extra arguments of those benchmarks. WHEELS: optional folder of wheels to install first (PyAV where the node lacks it). OUT: where logs and the
 # benchmark JSON go: one archive, $OUT/gpu_checks.tar.gz, refreshed after every step (so a run cut short still
 # returns what it did), holding <step>.log for each step and results/<gpu>/*.json (also written to
@@ -68,6 +68,9 @@ step bench_infonce 240 python3 bench/bench_infonce.py
 step pytest_all 300 python3 -m pytest -q -p no:cacheprovider -n 8 --maxfail 20 ${PYTEST_ALL:-tests}
 # 40 steps from an empty prefetch queue; the loader alone with 8 and 14 workers (16-core nodes)
 step bench_train 240 python3 bench/bench_train.py --workers 12 --steps 40 --loader-workers 8 14 ${TRAIN_ARGS:-}
+# the same on the demo videos' `uptal data transcode` copies: the data path users get with the README's recipe
+step bench_train_transcoded 240 python3 bench/bench_train.py --transcoded --workers 12 --steps 40 \
+  --loader-workers 8 14 ${TRAIN_ARGS:-}
 step bench_data 240 python3 bench/bench_data.py --workers 12 --batches 24 ${DATA_ARGS:-}   # on this host's cores
 if [ -n "$VIDEOS" ]; then
   step extract 120 python3 -m uptal.cli extract "$VIDEOS" --backbone i3d --device cuda --out /tmp/features
