@@ -167,8 +167,9 @@ def main(argv=None) -> int:
         print(table(transcoded, [("file", "file", "s"), ("MB", "MB", ".2f"), ("copy_MB", "copy MB", ".2f"),
                                  ("window_ms", "window ms", ".0f"), ("copy_window_ms", "copy window ms", ".0f"),
                                  ("speedup", "x faster", ".1f")]))
-        print(f"PalLoader, 2 workers, B = 4, samples/s: originals {', '.join(f'{v:.2f}' for v in loader['originals'])}; "
-              f"copies {', '.join(f'{v:.2f}' for v in loader['copies'])}: {loader['speedup']:.2f}x")
+        runs = {key: ", ".join(f"{v:.2f}" for v in loader[key]) for key in ("originals", "copies")}
+        print(f"PalLoader, 2 workers, B = 4, samples/s: originals {runs['originals']}; copies {runs['copies']}: "
+              f"{loader['speedup']:.2f}x")
         result.update(transcoded=transcoded, loader=loader)
     if not (args.smoke or args.no_save):
         print(f"wrote {write_result('bench_decode', 'cpu', result)}")

@@ -1,4 +1,4 @@
-"""The `uptal data` subcommand: check a data set before training, write it as tar shards, write a benchmark.
+"""The `uptal data` subcommand: check a data set, write it as tar shards or transcoded copies, write a benchmark.
 
     uptal data check SOURCE [--min-duration S] [--json] [--no-progress] [--workers N] [--no-cache]
     uptal data shard SOURCE --out DIR [--max-size 1GB | --per-shard N] [--min-duration S] [--no-progress]
@@ -11,8 +11,8 @@ SOURCE is a folder of videos, a CSV/TXT list, or a shard set (its folder or shar
 `uptal.data.index`. `add_subcommand(subparsers)` registers `data` on the caller's argparse sub-parsers;
 every leaf parser sets ``func``, which takes the parsed namespace and returns the exit code: 0 when the data
 set has usable videos (check), records were written (shard), every usable video is in DIR (transcode) or the
-benchmark was written (synth-tal), 1 when there are none (shard then writes nothing) or a video failed (transcode), and 2 after a one-line error on stderr when an input is bad (no
-traceback reaches the user).
+benchmark was written (synth-tal), 1 when there are none (shard then writes nothing) or a video failed
+(transcode), and 2 after a one-line error on stderr when an input is bad (no traceback reaches the user).
 
 `check --json` prints one JSON object per file and nothing else on stdout (progress goes to stderr).
 """
@@ -35,11 +35,11 @@ SOURCE_HELP = "a folder of videos (searched recursively), a .csv/.txt list, or a
 
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `data` with its check | shard | synth-tal sub-commands; return its parser."""
-    parser = subparsers.add_parser("data", help="check a video data set, write it as tar shards, write a "
-                                                "synthetic TAL benchmark",
-                                   description="Index, check and shard video data sets; write a synthetic "
-                                               "temporal action localization benchmark.")
+    """Register `data` with its check | shard | transcode | synth-tal sub-commands; return its parser."""
+    parser = subparsers.add_parser("data", help="check a video data set, write it as tar shards or transcoded "
+                                                "copies, write a synthetic TAL benchmark",
+                                   description="Index, check, shard and transcode video data sets; write a "
+                                               "synthetic temporal action localization benchmark.")
     actions = parser.add_subparsers(dest="action", metavar="{check,shard,transcode,synth-tal}")
     actions.required = True
 
@@ -113,7 +113,7 @@ DEFAULT_MIN_DURATION = DataConfig().min_frames / DataConfig().fps
 
 
 def _add_index_options(parser: argparse.ArgumentParser) -> None:
-    """Options for reading the source, shared by check and shard."""
+    """Options for reading the source, shared by check, shard and transcode."""
     parser.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
     parser.add_argument("--min-duration", type=float, default=DEFAULT_MIN_DURATION, metavar="S",
                         help="files shorter than S seconds are too_short (default: %(default)g s, the "
