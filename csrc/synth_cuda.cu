@@ -238,6 +238,21 @@ __host__ __device__ __forceinline__ int64_t blur_shared_floats(int64_t radius) {
   return (2 * radius + 1) + 3 * wide * wide + 3 * wide * kTile;
 }
 
+// One blur pass over a tile in shared memory: sum_k taps[k] * in[k * step] for each of the three planes
+// (plane apart), accumulated k = 0..n-1 in order, as the reference does.
+__device__ __forceinline__ Rgb tap_sum(const float* in, int step, int plane, const float* taps, int n_taps) {
+  const float w0 = taps[0];
+  float r = w0 * in[0], g = w0 * in[plane], b = w0 * in[2 * plane];
+  for (int k = 1; k < n_taps; ++k) {
+    const float w = taps[k];
+    const float* at = in + k * step;
+    r = r + w * at[0];
+    g = g + w * at[plane];
+    b = b + w * at[2 * plane];
+  }
+  return Rgb{r, g, b};
+}
+
 // The blurred tile (x0, y0, nx x ny valid pixels) of frame f, through shared memory (see synth_kernel).
 // Called by every thread of the block (it has barriers). Halo row r / column c holds the pre-blur pixel at the
 // reflected position of (y0 - R + r, x0 - R + c); only the rows and columns that valid outputs read are
@@ -269,39 +284,18 @@ __device__ __forceinline__ void blur_tile_shared(const SynthArgs& a, const Frame
 
   // horizontal pass: mid[r][x] = sum_k taps[k] * halo[r][x + k], k = 0..2R in order
   for (PixelWalk p(nx, tid); p.r < rows; p.next()) {
-    const float* in = halo + p.r * wide + p.c;
-    const float w0 = s_taps[0];
-    float hr = w0 * in[0];
-    float hg = w0 * in[halo_plane];
-    float hb = w0 * in[2 * halo_plane];
-    for (int k = 1; k < n_taps; ++k) {
-      const float w = s_taps[k];
-      hr = hr + w * in[k];
-      hg = hg + w * in[halo_plane + k];
-      hb = hb + w * in[2 * halo_plane + k];
-    }
+    const Rgb h = tap_sum(halo + p.r * wide + p.c, 1, halo_plane, s_taps, n_taps);
     float* out = mid + p.r * kTile + p.c;
-    out[0] = hr;
-    out[mid_plane] = hg;
-    out[2 * mid_plane] = hb;
+    out[0] = h.r;
+    out[mid_plane] = h.g;
+    out[2 * mid_plane] = h.b;
   }
   __syncthreads();
 
   // vertical pass: out[y][x] = sum_k taps[k] * mid[y + k][x], k = 0..2R in order; clamp; store
   for (PixelWalk p(nx, tid); p.r < ny; p.next()) {
-    const float* in = mid + p.r * kTile + p.c;
-    const float w0 = s_taps[0];
-    float vr = w0 * in[0];
-    float vg = w0 * in[mid_plane];
-    float vb = w0 * in[2 * mid_plane];
-    for (int k = 1; k < n_taps; ++k) {
-      const float w = s_taps[k];
-      const float* row = in + k * kTile;
-      vr = vr + w * row[0];
-      vg = vg + w * row[mid_plane];
-      vb = vb + w * row[2 * mid_plane];
-    }
-    store_pixel(a, f, m, t, y0 + p.r, x0 + p.c, Rgb{vr, vg, vb});
+    const Rgb v = tap_sum(mid + p.r * kTile + p.c, kTile, mid_plane, s_taps, n_taps);
+    store_pixel(a, f, m, t, y0 + p.r, x0 + p.c, v);
   }
   __syncthreads();  // s_taps, halo and mid are reused by the block's next frame
 }
