@@ -37,17 +37,23 @@ def read_ids(frames: torch.Tensor) -> list[int]:
 
 def write_video(path: Path, frames: np.ndarray, pts: list[int], time_base: Fraction, *, fmt: str = "mp4",
                 codec: str = "libx264", gop: int = 12, options: dict | None = None,
-                constant_rate: bool = True) -> Path:
+                constant_rate: bool = True, pix_fmt: str = "yuv420p", codec_options: dict | None = None,
+                display: tuple[int, bool, bool] | None = None) -> Path:
     """Write uint8 frames [T, H, W, 3] with the given presentation timestamps (in time_base units).
 
     constant_rate: declare 1 / time_base as the stream's frame rate (False for variable frame rate).
+    display: (degrees counter-clockwise, hflip, vflip) written as the stream's display matrix (as phones do).
     """
     import av
 
     with av.open(str(path), mode="w", format=fmt, options=options or {}) as container:
-        stream = container.add_stream(codec, rate=(1 / time_base) if constant_rate else None)
+        stream = container.add_stream(codec, rate=(1 / time_base) if constant_rate else None,
+                                      options=codec_options or {})
         stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = pix_fmt
+        if display is not None:
+            degrees, hflip, vflip = display
+            stream.set_display_rotation(degrees, hflip=hflip, vflip=vflip)
         stream.time_base = time_base
         stream.codec_context.time_base = time_base
         stream.codec_context.gop_size = gop

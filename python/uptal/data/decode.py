@@ -20,6 +20,9 @@ window is then shorter, and `DecodedWindow.length` says by how much (no padding)
 
 Time 0 is the video stream's start time, so ``0 <= t < VideoInfo.duration`` covers the whole video.
 
+Frames come out as displayed: turned and mirrored as the container's display matrix says (a portrait phone
+video, stored as landscape frames, comes out upright; `orientation`).
+
 Every call opens its own container and always closes it, so calls are independent and safe to run from
 several threads or DataLoader workers at once. `av` is imported on first use, not when this module is.
 """
@@ -37,6 +40,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence, U
 
 import numpy as np
 import torch
+
+from .orientation import UPRIGHT, Orientation, frame_orientation
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import av
@@ -98,7 +103,8 @@ class VideoInfo:
     num_frames: frames stored in the file (non-empty video packets, counted by demuxing, never taken from the
         header: tree.avi's header says 444 frames and 68 decode). A file may hold a frame for several periods
         (dropped-frame AVIs, variable frame rate), so duration * fps can exceed num_frames.
-    height, width: size of the decoded frames.
+    height, width: size of the decoded frames as displayed: turned as the container's display matrix says
+        (a portrait phone video stored as landscape frames has height > width; see `orientation`).
     codec, pix_fmt: FFmpeg names of the video codec and of the decoded pixel format.
     has_audio: the container also has at least one audio stream.
     header_frames: the frame count the container header announces (0 when it announces none); it can be
@@ -399,13 +405,14 @@ def _probe(media: _Media, threads: int) -> VideoInfo:
             raise VideoError(path, "undecodable", detail + (f"; last: {scan.last_error}" if scan.last_error else ""))
         duration = _probe_duration(container, stream, scan)
         first = scan.first_frame
+        height, width = frame_orientation(first).displayed_size(first.height, first.width)
         return VideoInfo(
             path=path,
             duration=duration,
             fps=_probe_fps(stream, scan, duration),
             num_frames=scan.packets,
-            height=first.height,
-            width=first.width,
+            height=height,
+            width=width,
             codec=stream.codec_context.name,
             pix_fmt=first.format.name,
             has_audio=len(container.streams.audio) > 0,
@@ -548,14 +555,16 @@ def _seek_schedule(start_sec: float) -> list[float | None]:
 
 
 class _Converter:
-    """Resize + convert to RGB inside FFmpeg (swscale), one frame at a time, reusing one scaler per call.
+    """Resize + convert to RGB inside FFmpeg (swscale), one frame at a time, reusing one scaler per call, and
+    turn the frames as their display matrix says (`orientation`: a portrait phone video comes out upright).
 
-    A frame that must be resized is scaled into planar RGB (gbrp) and interleaved here: swscale's planar
-    output path is 1.3-2.4x faster than its packed rgb24 one for the same scaling (bench/bench_decode.py
-    measures both). At 128 x 171 the two gave the same pixels on every test file; at other scales they differ
-    by rounding (<= 1), and at exactly half size by more, where the planar path is the nearer to the source
-    (tests/data/test_decode.py). A frame kept at its own size takes swscale's unscaled rgb24 converter, the
-    fastest there.
+    swscale scales in the stored orientation (to the output size swapped for a quarter turn); the turn is a
+    strided copy into the output. A frame that must be resized is scaled into planar RGB (gbrp) and
+    interleaved here: swscale's planar output path is 1.3-2.4x faster than its packed rgb24 one for the same
+    scaling (bench/bench_decode.py measures both). At 128 x 171 the two gave the same pixels on every test
+    file; at other scales they differ by rounding (<= 1), and at exactly half size by more, where the planar
+    path is the nearer to the source (tests/data/test_decode.py). A frame kept at its own size takes
+    swscale's unscaled rgb24 converter, the fastest there.
     """
 
     def __init__(self, height: int | None, width: int | None, interpolation: str, threads: int) -> None:
@@ -564,33 +573,41 @@ class _Converter:
         self._reformatter = VideoReformatter()
         self.height, self.width = height, width
         self.interpolation, self.threads = interpolation, threads
+        self.orientation: Orientation | None = None   # read from the first frame
 
     def __call__(self, frame, into: np.ndarray | None = None) -> np.ndarray:
-        """[H, W, 3] uint8 RGB of one av.VideoFrame (the first frame fixes H, W when they were not given),
-        written into `into` when given (and returned), else into a new array."""
-        if self.height is None or self.width is None:
-            self.height = self.height or frame.height
-            self.width = self.width or frame.width
-        resized = (frame.height, frame.width) != (self.height, self.width)
+        """[H, W, 3] uint8 RGB of one av.VideoFrame as displayed (the first frame fixes H, W when they were not
+        given), written into `into` when given (and returned), else into a new array."""
+        if self.orientation is None:
+            self.orientation = frame_orientation(frame)
+        shown_height, shown_width = self.orientation.displayed_size(frame.height, frame.width)
+        self.height = self.height or shown_height
+        self.width = self.width or shown_width
+        height, width = self.orientation.displayed_size(self.height, self.width)   # in the stored orientation
+        resized = (frame.height, frame.width) != (height, width)
         rgb = self._reformatter.reformat(
-            frame, width=self.width, height=self.height, format="gbrp" if resized else "rgb24",
+            frame, width=width, height=height, format="gbrp" if resized else "rgb24",
             interpolation=self.interpolation, threads=self.threads,
         )
         if resized:
-            return _interleave_planar_rgb(rgb, into)
-        if into is None:
+            return _interleave_planar_rgb(rgb, into, self.orientation)
+        if into is None and self.orientation.upright:
             return rgb.to_ndarray()  # [H, W, 3]
-        into[...] = rgb.to_ndarray()
+        if into is None:
+            into = np.empty((self.height, self.width, 3), dtype=np.uint8)
+        into[...] = self.orientation.apply(rgb.to_ndarray())
         return into
 
 
-def _interleave_planar_rgb(frame, into: np.ndarray | None) -> np.ndarray:
-    """[H, W, 3] uint8 RGB of a gbrp frame, whose planes are G, B, R (FFmpeg's order), each with padded rows."""
+def _interleave_planar_rgb(frame, into: np.ndarray | None, orientation: Orientation = UPRIGHT) -> np.ndarray:
+    """[H, W, 3] uint8 RGB as displayed of a gbrp frame, whose planes are G, B, R (FFmpeg's order), each with
+    padded rows."""
     height, width = frame.height, frame.width
-    rgb = np.empty((height, width, 3), dtype=np.uint8) if into is None else into
+    shape = (*orientation.displayed_size(height, width), 3)
+    rgb = np.empty(shape, dtype=np.uint8) if into is None else into
     for channel, plane in zip((1, 2, 0), frame.planes):
         rows = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)[:height]  # [H, line_size]
-        rgb[:, :, channel] = rows[:, :width]
+        rgb[:, :, channel] = orientation.apply(rows[:, :width])
     return rgb
 
 

@@ -72,7 +72,7 @@ INDEX_STATUSES = (OK, *VIDEO_ERROR_REASONS, TOO_SHORT)
 
 CACHE_NAME = ".uptal_index.json"
 _CACHE_FORMAT = "uptal-index-cache"
-_CACHE_VERSION = 1            # bump whenever probing or the record layout changes: old caches are then ignored
+_CACHE_VERSION = 2            # bump whenever probing or the record layout changes: old caches are then ignored
 _TXT_SUFFIXES = (".txt", ".lst")
 _MANIFEST_NAME = "shards.json"
 

@@ -6,7 +6,8 @@ the loader keeps. `transcode` (`uptal data transcode SOURCE --out DIR`) writes e
 
     DIR/<its path relative to the source, extension .mp4>   H.264 (libx264, yuv420p, tune fastdecode), the
         short side scaled down to `short_side` (never up; sizes even), a keyframe every `gop_seconds`, no audio,
-        every frame kept with its presentation time (variable frame rates stay variable)
+        every frame kept with its presentation time (variable frame rates stay variable), upright (frames
+        turned as the source's display matrix says; the copy has none)
     DIR/videos.csv                                          path,label of every written video: a source for
         `load_index` / `data.source` that keeps the labels of a CSV or TXT source
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 import os
 import time
@@ -32,11 +34,13 @@ from fractions import Fraction
 from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from ..files import write_atomically, write_text_atomically
 from .decode import VideoError, _decoded_frames, _import_av, _Media, _open, _timed_frames, _video_stream
 from .index import VideoIndex, load_index
+from .orientation import Orientation, frame_orientation
 from .shards import MANIFEST_NAME, _split_shard_path, open_entry_source
 
 __all__ = ["LIST_NAME", "TranscodeResult", "TranscodeSettings", "TranscodedVideo", "output_size", "transcode"]
@@ -209,9 +213,14 @@ def _encode(media: _Media, destination: Path, settings: TranscodeSettings) -> in
         with _open(media) as container:
             stream = _video_stream(container, media, threads=1)   # the parallelism is one file per process
             time_base = stream.time_base or _TIME_BASE
+            frames = _timed_frames(_decoded_frames(container, stream, media.path, []), stream)
+            first = next(frames, None)
+            if first is None:
+                raise VideoError(media.path, "undecodable", "no frame decoded")
+            orientation = frame_orientation(first.frame)
             with av.open(str(temporary), mode="w", format="mp4", options=_mp4_options(time_base)) as output:
-                encoder = _add_encoder(output, stream, settings, time_base)
-                written = _copy_frames(container, stream, media, output, encoder, time_base)
+                encoder = _add_encoder(output, stream, first.frame, orientation, settings, time_base)
+                written = _copy_frames(itertools.chain([first], frames), output, encoder, orientation, time_base)
 
     write_atomically(destination, write)
     return written
@@ -223,9 +232,12 @@ def _mp4_options(time_base: Fraction) -> dict[str, str]:
     return {"video_track_timescale": str(time_base.denominator)} if time_base.numerator == 1 else {}
 
 
-def _add_encoder(output, stream, settings: TranscodeSettings, time_base: Fraction):
-    """An H.264 stream for the copy of `stream`: short side scaled down, yuv420p, tune fastdecode."""
-    width, height = output_size(stream.codec_context.width, stream.codec_context.height, settings.short_side)
+def _add_encoder(output, stream, first_frame, orientation: Orientation, settings: TranscodeSettings,
+                 time_base: Fraction):
+    """An H.264 stream for the copy of `stream`: upright (as displayed), short side scaled down, yuv420p, tune
+    fastdecode."""
+    height, width = orientation.displayed_size(first_frame.height, first_frame.width)
+    width, height = output_size(width, height, settings.short_side)
     rate = _frame_rate(stream)
     encoder = output.add_stream("libx264", rate=rate, options={
         "preset": settings.preset, "crf": str(settings.crf), "tune": "fastdecode"})
@@ -235,20 +247,35 @@ def _add_encoder(output, stream, settings: TranscodeSettings, time_base: Fractio
     return encoder
 
 
-def _copy_frames(container, stream, media: _Media, output, encoder, time_base: Fraction) -> int:
-    """Encode every decodable frame at its time (the copy starts at the first frame); how many."""
+def _copy_frames(frames, output, encoder, orientation: Orientation, time_base: Fraction) -> int:
+    """Encode every decoded frame (`_Timed`) at its time (the copy starts at the first frame), turned upright
+    when the source's display matrix asks for it; how many."""
     written, first = 0, None
-    for timed in _timed_frames(_decoded_frames(container, stream, media.path, []), stream):
+    stored_height, stored_width = orientation.displayed_size(encoder.height, encoder.width)
+    for timed in frames:
         first = timed.time if first is None else first
-        frame = timed.frame.reformat(width=encoder.width, height=encoder.height, format="yuv420p",
+        frame = timed.frame.reformat(width=stored_width, height=stored_height, format="yuv420p",
                                      interpolation="AREA")
+        if not orientation.upright:
+            frame = _turned_yuv420p(frame, orientation)
         frame.pts, frame.time_base = round((timed.time - first) / time_base), time_base
         output.mux(encoder.encode(frame))
         written += 1
-    if not written:
-        raise VideoError(media.path, "undecodable", "no frame decoded")
     output.mux(encoder.encode(None))
     return written
+
+
+def _turned_yuv420p(frame, orientation: Orientation):
+    """A new yuv420p av.VideoFrame with the planes of `frame` (even sizes) as displayed: the copy is upright
+    and carries no display matrix, so every tool shows it the same way."""
+    av = _import_av()
+    height, width = orientation.displayed_size(frame.height, frame.width)
+    turned = av.VideoFrame(width=width, height=height, format="yuv420p")
+    for source, target in zip(frame.planes, turned.planes):
+        rows = np.frombuffer(source, dtype=np.uint8).reshape(-1, source.line_size)        # [h, line_size]
+        into = np.frombuffer(target, dtype=np.uint8).reshape(-1, target.line_size)        # [h', line_size']
+        into[:target.height, :target.width] = orientation.apply(rows[:source.height, :source.width])
+    return turned
 
 
 def _frame_rate(stream) -> Fraction:
