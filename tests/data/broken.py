@@ -41,13 +41,40 @@ def write_audio_only(path: Path) -> Path:
     import av
 
     with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=8000)
-        stream.layout = "mono"
-        for start in range(0, 8000, 1024):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 8000, start
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+        _mux_one_second_of_silence(container, _mono_aac(container))
+    return path
+
+
+def _mono_aac(container):
+    stream = container.add_stream("aac", rate=8000)
+    stream.layout = "mono"
+    return stream
+
+
+def _mux_one_second_of_silence(container, stream) -> None:
+    import av
+
+    for start in range(0, 8000, 1024):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 8000, start
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+
+
+def write_music_with_cover(path: Path) -> Path:
+    """An MP4 holding AAC audio and a PNG cover picture (an attached picture, as music files carry album art):
+    FFmpeg lists the picture as a one-frame video stream."""
+    import av
+
+    with av.open(str(path), mode="w", format="mp4") as container:
+        audio = _mono_aac(container)
+        cover = container.add_stream("png")
+        cover.width, cover.height, cover.pix_fmt = 96, 64, "rgb24"
+        cover.disposition = av.stream.Disposition.attached_pic
+        picture = av.VideoFrame.from_ndarray(id_frame(5, 64, 96), format="rgb24")
+        picture.pts = 0
+        container.mux(cover.encode(picture))
+        _mux_one_second_of_silence(container, audio)
     return path
 
 
@@ -119,6 +146,7 @@ def make_dataset(folder: Path, noise_frames: np.ndarray) -> Dataset:
         "text.mp4": "not_a_video",
         "image.mp4": "not_a_video",
         "audio_only.mp4": "not_a_video",
+        "music.mp4": "not_a_video",
         "random.mkv": "not_a_video",
         "folder.mp4": "not_a_video",
         "dangling.mp4": "missing",
@@ -129,6 +157,7 @@ def make_dataset(folder: Path, noise_frames: np.ndarray) -> Dataset:
     cut(noise_mp4, folder / "half.mp4", 0.5)
     cut(noise_avi, folder / "sub" / "half.avi", 0.5)
     write_audio_only(folder / "audio_only.mp4")
+    write_music_with_cover(folder / "music.mp4")
     zero_video_payload(good["good.mp4"], folder / "zeroed.mp4")
     drop_moov(good["good.mp4"], folder / "no_moov.mp4")
     write_video(folder / "two_frames.mp4", good_frames(2), [0, 1], tb)

@@ -38,6 +38,7 @@ def test_table_lists_every_bad_and_odd_file_with_its_reason(broken_dataset, caps
     assert "0 bytes" in by_path[str(folder / "empty.mp4")][1]
     assert "no video stream (has audio)" in by_path[str(folder / "audio_only.mp4")][1]
     assert "still image" in by_path[str(folder / "image.mp4")][1]
+    assert "only a cover picture" in by_path[str(folder / "music.mp4")][1]
     assert "0.08 s long, needs at least 0.5 s" in by_path[str(folder / "two_frames.mp4")][1]
     # good files are not listed; the odd one is, with both of its warnings
     assert str(folder / "good.mp4") not in by_path
@@ -48,7 +49,7 @@ def test_table_lists_every_bad_and_odd_file_with_its_reason(broken_dataset, caps
                                                       key=["missing", "empty", "not_a_video", "undecodable",
                                                            "truncated", "too_short", "ok (odd)"].index)
     lines = summary.splitlines()
-    assert lines[0] == ("16 files: 4 ok, 1 missing, 1 empty, 5 not_a_video, 2 undecodable, 2 truncated, "
+    assert lines[0] == ("17 files: 4 ok, 1 missing, 1 empty, 6 not_a_video, 2 undecodable, 2 truncated, "
                         "1 too_short")
     assert lines[1].startswith("usable: 4 files, 0:00:") and lines[1].endswith("1 of them odd (see above)")
 
@@ -122,7 +123,7 @@ def test_summary_totals(broken_dataset):
     records = check_index(index)
     summary = summarize(records)
     usable = index.usable()
-    assert summary.usable == 4 and summary.total == 16 and summary.with_warnings == 1
+    assert summary.usable == 4 and summary.total == 17 and summary.with_warnings == 1
     assert summary.usable_duration == pytest.approx(sum(e.info.duration for e in usable))
     assert summary.usable_frames == sum(e.info.num_frames for e in usable) == 20 + 20 + 15 + 4
     assert summary.counts == index.counts()

@@ -141,6 +141,31 @@ def test_cut_avi_decodes_what_is_there(bad_files):
     assert window.frames.shape == (window.length, 48, 64, 3)
 
 
+def test_the_video_stream_is_the_best_one_not_a_picture_before_it(tmp_path):
+    """An MKV whose first video stream is a one-frame MJPEG picture (a thumbnail track) and whose second is
+    the video: probe, decode and every window read the video, as ffplay would."""
+    import av
+
+    path = tmp_path / "thumbnail_first.mkv"
+    with av.open(str(path), mode="w", format="matroska") as container:
+        thumbnail = container.add_stream("mjpeg", rate=1)
+        thumbnail.width, thumbnail.height, thumbnail.pix_fmt = 64, 64, "yuvj420p"
+        video = container.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 96, 48, "yuv420p"
+        picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 200, np.uint8), format="rgb24")
+        picture.pts = 0
+        container.mux(thumbnail.encode(picture.reformat(format="yuvj420p")))
+        container.mux(thumbnail.encode(None))
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(id_frame(i), format="rgb24")
+            frame.pts = i
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+    info = probe(path)
+    assert (info.codec, info.num_frames, info.height, info.width) == ("h264", 30, 48, 96)
+    assert read_ids(decode_window(path, 0.4, 10, 25.0).frames) == list(range(10, 20))
+
+
 def test_video_error_is_picklable_and_checks_reason(tmp_path):
     error = VideoError(tmp_path / "x.mp4", "truncated", "cut at 3 MB")
     clone = pickle.loads(pickle.dumps(error))

@@ -24,7 +24,7 @@ def test_folder_scan_classifies_every_file(broken_dataset):
     # hidden files, resource forks and other extensions are not listed; everything named like a video is
     assert got == broken_dataset.expected
     assert [e.path for e in index.entries] == sorted(got)
-    assert len(index) == len(broken_dataset.expected) == 16
+    assert len(index) == len(broken_dataset.expected) == 17
     for entry in index.entries:
         assert isinstance(entry, IndexEntry) and entry.label is None
         assert entry.ok == (entry.status == "ok")
@@ -34,7 +34,7 @@ def test_folder_scan_classifies_every_file(broken_dataset):
             assert entry.info is not None and entry.info.duration > 0 and str(entry.info.path) == entry.path
     assert {e.path for e in index.usable()} == {p for p, s in got.items() if s == "ok"}
     assert {e.path for e in index.bad()} == {p for p, s in got.items() if s != "ok"}
-    assert index.counts() == {"ok": 4, "missing": 1, "empty": 1, "not_a_video": 5, "undecodable": 2,
+    assert index.counts() == {"ok": 4, "missing": 1, "empty": 1, "not_a_video": 6, "undecodable": 2,
                               "truncated": 2, "too_short": 1}
     assert list(index.counts()) == [s for s in INDEX_STATUSES if s in index.counts()]
 

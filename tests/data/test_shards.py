@@ -238,7 +238,7 @@ def test_shard_command_then_check_the_shards(broken_dataset, tmp_path, capsys):
                  "--min-duration", str(MIN_DURATION), "--no-progress"])
     stdout, _ = capsys.readouterr()
     assert code == 0
-    assert stdout.startswith("wrote 4 videos in 2 shards (") and "left out 12 unusable files" in stdout
+    assert stdout.startswith("wrote 4 videos in 2 shards (") and "left out 13 unusable files" in stdout
     assert [s.num_records for s in read_manifest(out).shards] == [3, 1]
     assert main(["data", "check", str(out), "--json", "--no-progress"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -299,16 +299,26 @@ def _open(media: _Media) -> "av.container.InputContainer":
 
 
 def _video_stream(container, media: _Media, threads: int):
-    """The first video stream, set up for decoding with `threads` threads; VideoError when there is none."""
+    """The video stream to read, set up for decoding with `threads` threads; VideoError when there is none.
+
+    Among several video streams it is the one FFmpeg ranks best (`av_find_best_stream`: one with several
+    frames before a single-picture one, then the higher bit rate), as ffplay picks it. A cover picture (an
+    attached picture: album art of a music file, a thumbnail) is never a video: a file with nothing else is
+    not a video, rather than a one-frame one."""
+    av = _import_av()
     path = media.path
     if container.format.name in _IMAGE_FORMATS:
         raise VideoError(path, "not_a_video", f"a still image ({container.format.name})")
-    if not container.streams.video:
+    streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    if not streams:
         if _container_cut_short(media):  # e.g. an MP4 cut inside its index: the streams are not all there
             raise VideoError(path, "truncated", "no video stream, and the container ends early")
+        if container.streams.video:
+            raise VideoError(path, "not_a_video", "no video stream, only a cover picture (attached picture)")
         kinds = sorted({s.type for s in container.streams}) or ["no streams"]
         raise VideoError(path, "not_a_video", f"no video stream (has {', '.join(kinds)})")
-    stream = container.streams.video[0]
+    best = container.streams.best("video")
+    stream = best if best in streams else streams[0]
     if stream.codec_context is None:
         raise VideoError(path, "undecodable", "FFmpeg has no decoder for the video stream's codec")
     stream.codec_context.thread_count = threads
