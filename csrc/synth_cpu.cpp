@@ -7,6 +7,8 @@
 //   3. grayscale;  4. separable Gaussian blur (horizontal, then vertical);  5. clamp + convert + store.
 // The arithmetic is csrc/synth_math.h, identical to the reference and the CUDA kernel.
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "synth.h"
@@ -33,18 +35,23 @@ struct Planes {
   float* b() { return data.data() + 2 * n; }
 };
 
-// Column taps of a frame as flat arrays: byte offsets of the two source pixels and their weights.
+// Column taps of a frame as flat arrays: offsets of the two source pixels (in floats of a row converted to
+// float32, channel-interleaved as stored) and their weights, plus the span of the row the taps read.
 struct ColumnTaps {
   std::vector<int32_t> offset0, offset1;
   std::vector<float> weight0, weight1;
+  int32_t first = 0, end = 0;  // the taps read values first .. end - 1 of a row
   void set(const std::vector<Tap>& cols) {
     const size_t n = cols.size();
     offset0.resize(n), offset1.resize(n), weight0.resize(n), weight1.resize(n);
+    first = INT32_MAX, end = 0;
     for (size_t x = 0; x < n; ++x) {
       offset0[x] = cols[x].i0 * 3;
       offset1[x] = cols[x].i1 * 3;
       weight0[x] = 1.0f - cols[x].w1;
       weight1[x] = cols[x].w1;
+      first = std::min(first, offset0[x]);
+      end = std::max(end, offset1[x] + 3);
     }
   }
 };
@@ -60,7 +67,9 @@ class RowCache {
     }
     next_ = 0;
   }
-  // Returns [3][S] planar: row `y` of `frame` sampled at the column taps.
+  // Returns [3][S] planar: row `y` of `frame` sampled at the column taps. The part of the row the taps read
+  // is converted to float32 first, in one vectorised loop; the taps then read floats (the same values: every
+  // uint8 is exact in float32), so the per-tap work is loads, products and sums only.
   const float* get(const uint8_t* frame, int64_t width, int y, const ColumnTaps& cols) {
     for (int s = 0; s < 2; ++s)
       if (index_[s] == y) return rows_[s].data();
@@ -71,14 +80,17 @@ class RowCache {
     float* green = red + size_;
     float* blue = green + size_;
     const uint8_t* row = frame + (size_t)y * width * 3;
+    values_.resize(width * 3);
+    float* values = values_.data();
+    for (int32_t i = cols.first; i < cols.end; ++i) values[i] = (float)row[i];
     const int32_t *o0 = cols.offset0.data(), *o1 = cols.offset1.data();
     const float *w0 = cols.weight0.data(), *w1 = cols.weight1.data();
     for (int64_t x = 0; x < size_; ++x) {
-      const uint8_t* a = row + o0[x];
-      const uint8_t* b = row + o1[x];
-      red[x] = (float)a[0] * w0[x] + (float)b[0] * w1[x];
-      green[x] = (float)a[1] * w0[x] + (float)b[1] * w1[x];
-      blue[x] = (float)a[2] * w0[x] + (float)b[2] * w1[x];
+      const float* a = values + o0[x];
+      const float* b = values + o1[x];
+      red[x] = a[0] * w0[x] + b[0] * w1[x];
+      green[x] = a[1] * w0[x] + b[1] * w1[x];
+      blue[x] = a[2] * w0[x] + b[2] * w1[x];
     }
     return red;
   }
@@ -86,6 +98,7 @@ class RowCache {
  private:
   int64_t size_ = 0;
   std::vector<float> rows_[2];
+  std::vector<float> values_;  // [W * 3] the row being sampled, as float32
   int index_[2] = {-1, -1};
   int next_ = 0;
 };
@@ -162,12 +175,56 @@ void colour_jitter(Planes& p, const float* prm, int64_t size) {
   }
 }
 
+// float32 lanes of one vector register as one value: 8 in the avx2 build, 4 (SSE) in the baseline one. Its
+// arithmetic is lane-wise IEEE float32 like scalar code, and not contracted (-ffp-contract=off).
+#if defined(__AVX__)
+typedef float Lanes __attribute__((vector_size(32)));
+#else
+typedef float Lanes __attribute__((vector_size(16)));
+#endif
+constexpr int64_t kLanes = sizeof(Lanes) / sizeof(float);
+constexpr int64_t kBlocks = 4;  // four registers of sums per step: independent additions hide their latency
+
+inline Lanes load_lanes(const float* p) {
+  Lanes v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// out[x] = taps[0] * rows[0][x] + taps[1] * rows[1][x] + ... for x < n, added in that order for every pixel
+// (as the reference). The sums of 4 registers of pixels stay in registers across the taps, so each input is
+// read once and each output written once.
+void weighted_rows(const float* const* rows, const float* taps, int k_taps, int64_t n, float* out) {
+  int64_t x = 0;
+  for (; x + kBlocks * kLanes <= n; x += kBlocks * kLanes) {
+    Lanes sum[kBlocks];
+    for (int64_t j = 0; j < kBlocks; ++j) sum[j] = taps[0] * load_lanes(rows[0] + x + j * kLanes);
+    for (int k = 1; k < k_taps; ++k) {
+      const float w = taps[k];
+      for (int64_t j = 0; j < kBlocks; ++j) sum[j] = sum[j] + w * load_lanes(rows[k] + x + j * kLanes);
+    }
+    std::memcpy(out + x, sum, sizeof sum);
+  }
+  for (; x + kLanes <= n; x += kLanes) {
+    Lanes sum = taps[0] * load_lanes(rows[0] + x);
+    for (int k = 1; k < k_taps; ++k) sum = sum + taps[k] * load_lanes(rows[k] + x);
+    std::memcpy(out + x, &sum, sizeof sum);
+  }
+  for (; x < n; ++x) {
+    float sum = taps[0] * rows[0][x];
+    for (int k = 1; k < k_taps; ++k) sum = sum + taps[k] * rows[k][x];
+    out[x] = sum;
+  }
+}
+
 // Separable blur of each plane: src -> tmp (horizontal) -> src (vertical). Each row is first copied into a
-// reflect-padded buffer so that the tap loops run over plain arrays (vectorised across x); taps are still
-// accumulated in order k = 0..2R for every pixel, as in the reference.
-void blur(Planes& p, Planes& tmp, std::vector<float>& padded, const float* taps, int radius, int64_t size) {
+// reflect-padded buffer, so that tap k of the horizontal pass reads that buffer shifted by k; the vertical
+// pass reads the reflected rows. Taps are accumulated in order k = 0..2R for every pixel, as in the reference.
+void blur(Planes& p, Planes& tmp, std::vector<float>& padded, std::vector<const float*>& rows, const float* taps,
+          int radius, int64_t size) {
   const int k_taps = 2 * radius + 1;
   padded.resize(size + 2 * radius);
+  rows.resize(k_taps);
   for (int c = 0; c < 3; ++c) {
     const float* src = p.data.data() + c * p.n;
     float* mid = tmp.data.data() + c * p.n;
@@ -179,24 +236,13 @@ void blur(Planes& p, Planes& tmp, std::vector<float>& padded, const float* taps,
         pad[i] = in[reflect(i - radius, (int)size)];
         pad[radius + size + i] = in[reflect((int)size + i, (int)size)];
       }
-      float* out = mid + y * size;
-      for (int64_t x = 0; x < size; ++x) out[x] = taps[0] * pad[x];
-      for (int k = 1; k < k_taps; ++k) {
-        const float w = taps[k];
-        const float* shifted = pad + k;
-        for (int64_t x = 0; x < size; ++x) out[x] = out[x] + w * shifted[x];
-      }
+      for (int k = 0; k < k_taps; ++k) rows[k] = pad + k;
+      weighted_rows(rows.data(), taps, k_taps, size, mid + y * size);
     }
     float* dst = p.data.data() + c * p.n;
     for (int64_t y = 0; y < size; ++y) {
-      float* out = dst + y * size;
-      const float* first = mid + (int64_t)reflect((int)y - radius, (int)size) * size;
-      for (int64_t x = 0; x < size; ++x) out[x] = taps[0] * first[x];
-      for (int k = 1; k < k_taps; ++k) {
-        const float* row = mid + (int64_t)reflect((int)y + k - radius, (int)size) * size;
-        const float w = taps[k];
-        for (int64_t x = 0; x < size; ++x) out[x] = out[x] + w * row[x];
-      }
+      for (int k = 0; k < k_taps; ++k) rows[k] = mid + (int64_t)reflect((int)y + k - radius, (int)size) * size;
+      weighted_rows(rows.data(), taps, k_taps, size, dst + y * size);
     }
   }
 }
@@ -227,6 +273,7 @@ struct Scratch {
   std::vector<Tap> rows, cols;
   ColumnTaps column_taps;
   std::vector<float> padded;
+  std::vector<const float*> blur_rows;
   RowCache cache;
   explicit Scratch(int64_t size) : rows(size), cols(size) {
     image.resize(size * size);
@@ -261,7 +308,7 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
   if (prm[kJitterOn] > 0.0f) colour_jitter(s.image, prm, size);
   if (prm[kGrayscale] > 0.0f) for_each_pixel(s.image, [](Rgb v) { return to_grey(v); });
   if (prm[kBlurOn] > 0.0f) {
-    blur(s.image, s.tmp, s.padded, prm + kBlur0, blur_radius_from_columns((int)a.num_params), size);
+    blur(s.image, s.tmp, s.padded, s.blur_rows, prm + kBlur0, blur_radius_from_columns((int)a.num_params), size);
   }
   store(s.image, a, m, t);
 }

@@ -97,6 +97,25 @@ def test_threads_do_not_change_the_result(device):
     assert torch.equal(one, many)
 
 
+@pytest.mark.skipif(not _native.CPU.loaded, reason="uptal._C is not loaded")
+@pytest.mark.parametrize("variant", ["baseline", "this machine's"])
+def test_each_cpu_build_matches_reference_through_every_loop(monkeypatch, variant):
+    """S = 45 runs every loop of the C++ blur (steps of four registers, of one, and a scalar tail: 32 + 8 + 5
+    pixels with AVX2, 32 + 12 + 1 with SSE2), and the row sampling reads spans of many widths.
+    UPTAL_CPU_VARIANT=baseline makes an AVX2 machine run the SSE2 build, which would otherwise go untested
+    here."""
+    if variant == "baseline":
+        monkeypatch.setenv("UPTAL_CPU_VARIANT", "baseline")
+    expected_variant = "baseline" if variant == "baseline" else _native.CPU.module.cpu_variant()
+    config = dataclasses.replace(CONFIGS["all augmentations"], size=45, blur_kernel=9, clips=2, frames=3)
+    videos, lengths, plan = make_batch(num_videos=4, frames=20, height=50, width=61, config=config, seed=3)
+    assert _native.CPU.module.cpu_variant() == expected_variant
+    assert bool(plan.blur_on.any()) and bool(plan.flip.any()) and not bool(plan.flip.all())
+    for out_dtype in (torch.uint8, torch.float32):
+        expected = synthesize_ref(videos, *plan.packed(), plan.size, out_dtype)
+        assert torch.equal(synthesize(videos, lengths, plan, out_dtype=out_dtype), expected)
+
+
 def test_out_buffer_is_filled_and_returned():
     videos, lengths, plan = make_batch()
     pin = torch.cuda.is_available()
