@@ -72,7 +72,7 @@ class RowCache {
   }
   // Returns [3][S] planar: row `y` of `frame` sampled at the column taps. The part of the row the taps read
   // is converted to float32 first, in one vectorised loop; the taps then read floats (the same values: every
-  // uint8 is exact in float32), so the per-tap work is loads, products and sums only.
+  // uint8 is exact in float32), four columns per step where SSE is available.
   const float* get(const uint8_t* frame, int64_t width, int y, const ColumnTaps& cols) {
     for (int s = 0; s < 2; ++s)
       if (index_[s] == y) return rows_[s].data();
@@ -85,9 +85,10 @@ class RowCache {
     const uint8_t* row = frame + (size_t)y * width * 3;
     values_.resize(width * 3 + 1);   // + 1: the 4-float load of the last pixel reads one value past it
     float* values = values_.data();
+    // converted up to one value past the span: a 4-float load of the span's last pixel reads it
     const int32_t end = std::min<int32_t>(cols.end + 1, (int32_t)(width * 3));
     for (int32_t i = cols.first; i < end; ++i) values[i] = (float)row[i];
-    values[width * 3] = 0.0f;
+    values[width * 3] = 0.0f;   // past the row's end: read (and unused) for the row's last pixel
     const int32_t *o0 = cols.offset0.data(), *o1 = cols.offset1.data();
     const float *w0 = cols.weight0.data(), *w1 = cols.weight1.data();
     int64_t x = 0;
