@@ -46,6 +46,21 @@ def test_too_short_says_how_long_and_what_was_needed(broken_dataset):
     assert entry.info.num_frames == 2
 
 
+def test_camcorder_phone_and_broadcast_containers_are_scanned_by_both_scanners(tmp_path):
+    """AVCHD (.MTS, upper case as cameras name them), phone (.3gp) and DVD (.vob) files are found by the
+    training index and by feature extraction alike; a .gif (often a still thumbnail) is not."""
+    from uptal.features.extract import find_videos
+
+    frames, tb = good_frames(20), Fraction(1, 25)
+    written = [write_video(tmp_path / "camera.MTS", frames, list(range(20)), tb, fmt="mpegts"),
+               write_video(tmp_path / "phone.3gp", frames, list(range(20)), tb, fmt="3gp"),
+               write_video(tmp_path / "dvd.vob", frames, list(range(20)), tb, fmt="vob", codec="mpeg2video")]
+    write_video(tmp_path / "thumbnail.gif", frames[:1], [0], tb, fmt="gif", codec="gif", pix_fmt="rgb8")
+    index = load_index(tmp_path, progress=False, cache=False)
+    assert {Path(e.path).name: e.status for e in index.entries} == {p.name: "ok" for p in written}
+    assert find_videos([tmp_path]) == sorted(written)
+
+
 def test_without_min_duration_the_two_frame_video_is_usable(broken_dataset):
     index = load_index(broken_dataset.folder, progress=False, cache=False, workers=1)
     assert index.counts()["ok"] == 5 and "too_short" not in index.counts()

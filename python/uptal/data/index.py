@@ -61,8 +61,11 @@ __all__ = [
 
 log = logging.getLogger("uptal.data")
 
-#: File extensions a folder scan picks up (compared lower-case).
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts")
+#: File extensions a folder scan picks up (compared lower-case): the containers video data sets ship in, phone
+#: and camcorder formats (.3gp, AVCHD .mts/.m2ts), DVD (.vob) and broadcast (.ts, .mxf) captures. Still-image
+#: formats such as .gif are left out (a folder of thumbnails would count as bad videos); list them in a TXT/CSV.
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts",
+                    ".m2ts", ".mts", ".3gp", ".3g2", ".ogv", ".vob", ".asf", ".mxf")
 
 OK = "ok"
 #: Readable, but shorter than load_index's `min_duration`.

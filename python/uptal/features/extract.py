@@ -38,10 +38,11 @@ from torch import nn
 from .. import __version__
 from ..files import write_atomically, write_json_atomically
 from ..data.decode import decode_window, probe
+from ..data.index import VIDEO_EXTENSIONS
 from ..models import build_backbone
 
 __all__ = [
-    "PRESETS", "VIDEO_EXTENSIONS", "ClipSampling", "Preprocessing", "Encoder", "ExtractionResult",
+    "PRESETS", "ClipSampling", "Preprocessing", "Encoder", "ExtractionResult",
     "load_encoder", "find_videos", "shard_for_rank", "stream_clips", "extract_video", "extract_videos",
     "video_is_done", "metadata_path", "feature_path",
 ]
@@ -52,7 +53,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tsp": {"fps": 15.0, "clip_frames": 16, "frame_stride": 1, "clip_stride": 16},
 }
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 
 # mean / std in [0, 1] units that map RGB to [-1, 1] (DeepMind's I3D input range).
 MINUS_ONE_TO_ONE = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
