@@ -1,4 +1,5 @@
-"""Decoding benchmarks: frame conversion (packed vs planar RGB), and transcoded copies vs the originals.
+"""Decoding benchmarks: frame conversion (packed vs planar RGB), dropping unshown frames, and transcoded copies
+vs the originals.
 
 Every decoded frame that the loader keeps is resized to the working size and converted to RGB inside FFmpeg
 (swscale). For the same scaling, swscale's packed rgb24 output is slower than its planar RGB (gbrp) output
@@ -6,6 +7,12 @@ plus an interleave in numpy, which is what `uptal.data.decode` does for a resize
 file (the demo videos and ../shared/data/videos), on the same decoded frames in one process, the two paths
 alternating: median microseconds per frame, the ratio, and how far apart their pixels are (max and mean
 absolute difference). Also the whole `decode_window` of 120 frames at the working size, for scale.
+
+Dropping unshown frames (`PyAVDecoder(drop_unshown=...)`): per file, decoding with and without it, alternating
+rounds, median seconds: the whole video at 15 fps in windows of 64 frames (feature extraction, TSP's rate), and
+PAL windows (189 frames at 25 fps, 5 starts), on a demo video, a 60 fps one (phone-like, 640x360) and
+../shared/data/videos; then `PalLoader` (2 workers, B = 4) over ../shared/data/videos with each, in turn
+(--repeats times each), samples/s after the first wave.
 
 Transcoded copies (`uptal data transcode`, default settings) of ../shared/data/videos against the originals:
 per file, the size and the median time of `decode_window` for a PAL window (189 frames at 25 fps, 128 x 171)
@@ -18,6 +25,7 @@ over the copies, in turn (--repeats times each), samples/s after the first wave 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -88,9 +96,10 @@ def bench_file(path: Path, height: int, width: int, interpolation: str, frames: 
             "window_ms": window * 1e3}
 
 
-def window_seconds(path: Path, duration: float, data: DataConfig, frames: int) -> float:
+def window_seconds(path: Path, duration: float, data: DataConfig, frames: int,
+                   decoder: PyAVDecoder | None = None) -> float:
     """Median seconds of one `decode_window` of `frames` frames, over 5 starts spread over the video."""
-    decoder = PyAVDecoder()
+    decoder = decoder or PyAVDecoder()
     span = frames / data.fps
     times = []
     for k in range(5):
@@ -101,13 +110,54 @@ def window_seconds(path: Path, duration: float, data: DataConfig, frames: int) -
     return statistics.median(times)
 
 
-def loader_samples_per_s(source: Path, data: DataConfig, batch_size: int, batches: int) -> float:
+def extraction_seconds(path: Path, duration: float, data: DataConfig, decoder: PyAVDecoder, fps: float = 15.0,
+                       chunk: int = 64) -> float:
+    """Seconds to decode the whole video at `fps` in windows of `chunk` frames, as feature extraction does."""
+    total, done = math.ceil(duration * fps), 0
+    begin = time.perf_counter()
+    while done < total:
+        done += decoder.decode_window(path, done / fps, chunk, fps, data.height, data.width).length or total
+    return time.perf_counter() - begin
+
+
+def bench_dropping(files: list[Path], data: DataConfig, rounds: int, repeats: int, loader_source: Path | None
+                   ) -> tuple[list[dict], dict | None]:
+    """Per file: extraction and PAL-window seconds without / with dropping unshown frames; the loader's too."""
+    keep_all, drop = PyAVDecoder(drop_unshown=False), PyAVDecoder(drop_unshown=True)
+    window = data.frames_to_decode(PalConfig())
+    rows = []
+    for path in files:
+        info = keep_all.probe(path)
+        times = {key: [] for key in ("extract", "extract_drop", "window", "window_drop")}
+        for _ in range(rounds):   # alternate, so that the machine's drift hits both alike
+            times["extract"].append(extraction_seconds(path, info.duration, data, keep_all))
+            times["extract_drop"].append(extraction_seconds(path, info.duration, data, drop))
+            times["window"].append(window_seconds(path, info.duration, data, window, keep_all))
+            times["window_drop"].append(window_seconds(path, info.duration, data, window, drop))
+        median = {key: statistics.median(values) for key, values in times.items()}
+        rows.append({"file": path.name, "source": f"{info.codec} {info.fps:.3g} fps",
+                     "extract_ms": median["extract"] * 1e3, "extract_drop_ms": median["extract_drop"] * 1e3,
+                     "extract_speedup": median["extract"] / median["extract_drop"],
+                     "window_ms": median["window"] * 1e3, "window_drop_ms": median["window_drop"] * 1e3,
+                     "window_speedup": median["window"] / median["window_drop"]})
+    if loader_source is None:
+        return rows, None
+    loader = {"keep_all": [], "drop": []}
+    for _ in range(repeats):
+        loader["keep_all"].append(loader_samples_per_s(loader_source, data, 4, 12, keep_all))
+        loader["drop"].append(loader_samples_per_s(loader_source, data, 4, 12, drop))
+    loader["speedup"] = statistics.median(loader["drop"]) / statistics.median(loader["keep_all"])
+    return rows, loader
+
+
+def loader_samples_per_s(source: Path, data: DataConfig, batch_size: int, batches: int,
+                         decoder: PyAVDecoder | None = None) -> float:
     """PalLoader samples/s over `source`, after its first wave of batches (a fresh loader)."""
     index = repeated_index(load_index(source, progress=False, cache=False), batches + first_wave(data) + 2,
                            batch_size)
 
     def make():
-        loader = PalLoader(index, PalConfig(), data, batch_size, seed=0)
+        loader = PalLoader(index, PalConfig(), data, batch_size, seed=0, decoder=decoder)
         return loader, iter(loader)
 
     run = timed_run(make, batches, first_wave(data), lambda b: b.batch_size, lambda b: b.decodes,
@@ -159,6 +209,27 @@ def main(argv=None) -> int:
                        ("window_ms", "decode_window(120) ms", ".0f")]))
     print(f"median speedup over files: {statistics.median(r['speedup'] for r in rows):.2f}x")
     result = {"rows": rows, "height": data.height, "width": data.width}
+    shared = SHARED_VIDEOS.resolve() if SHARED_VIDEOS.is_dir() and not args.smoke else None
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_demo_videos(tmp, num_videos=1, num_frames=48 if args.smoke else 160)
+        if not args.smoke:   # phone-like: 60 fps, 640x360, H.264 with B-frames
+            (phone,) = write_demo_videos(Path(tmp) / "60fps", num_videos=1, num_frames=480, fps=60, height=360,
+                                         width=640)
+            files.append(phone.rename(Path(tmp) / "demo_60fps.mp4"))
+        files += sorted(shared.iterdir()) if shared else []
+        dropping, dropping_loader = bench_dropping(files, data, rounds, args.repeats, shared)
+    print("dropping unshown frames (PyAVDecoder drop_unshown), median ms, 1 thread: the whole video at 15 fps "
+          f"in windows of 64 frames; PAL windows of {data.frames_to_decode(PalConfig())} frames at 25 fps:")
+    print(table(dropping, [("file", "file", "s"), ("source", "source", "s"),
+                           ("extract_ms", "15 fps ms", ".0f"), ("extract_drop_ms", "dropping ms", ".0f"),
+                           ("extract_speedup", "x faster", ".2f"), ("window_ms", "window ms", ".0f"),
+                           ("window_drop_ms", "dropping ms", ".0f"), ("window_speedup", "x faster", ".2f")]))
+    result["dropping"] = dropping
+    if dropping_loader is not None:
+        runs = {key: ", ".join(f"{v:.2f}" for v in dropping_loader[key]) for key in ("keep_all", "drop")}
+        print(f"PalLoader, 2 workers, B = 4, samples/s: decoding everything {runs['keep_all']}; dropping "
+              f"{runs['drop']}: {dropping_loader['speedup']:.2f}x")
+        result["dropping_loader"] = dropping_loader
     if SHARED_VIDEOS.is_dir() and not args.smoke:
         with tempfile.TemporaryDirectory() as copies:
             transcoded, loader = bench_transcoded(SHARED_VIDEOS.resolve(), Path(copies), data, args.repeats)

@@ -328,7 +328,8 @@ def test_rows_convert_only_the_chosen_frames_and_stop_after_the_last(cfr_video):
     rows[1], rows[4], rows[5], rows[11] = 0, 1, 2, 3                      # four positions into rows 0..3
     window = decode_window(cfr_video, 0.2, 20, 25.0, out=out, rows=rows)
     assert window.length == 12                                             # stopped after position 11
-    assert torch.equal(window.timestamps, full.timestamps[:12])
+    kept = [1, 4, 5, 11]   # left-out positions may be timed by an earlier frame (one dropped undecoded)
+    assert torch.equal(window.timestamps[kept], full.timestamps[kept])
     assert window.frames is out
     for position, row in ((1, 0), (4, 1), (5, 2), (11, 3)):
         assert torch.equal(out[row], full.frames[position])

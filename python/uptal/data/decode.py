@@ -28,6 +28,8 @@ several threads or DataLoader workers at once. `av` is imported on first use, no
 """
 from __future__ import annotations
 
+import bisect
+import collections
 import io
 import itertools
 import math
@@ -68,6 +70,12 @@ __all__ = [
 #: - "truncated": the file is cut short: its own structure (MP4 box sizes, AVI RIFF size) promises more bytes
 #:   than it has, or reading stops with an error after some frames were read.
 VIDEO_ERROR_REASONS = ("missing", "empty", "not_a_video", "undecodable", "truncated")
+
+# Containers whose packet timestamps are presentation times (AVI's are decoding times, for one; MPEG-TS
+# timestamps may jump back at a splice) and decoders that read skip_frame for every picture (libdav1d, for
+# one, reads it once when opened): where `_UnshownFrames` may drop frames.
+_PTS_CONTAINERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
+_PICTURE_SKIPPING_DECODERS = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4"})
 
 # Demuxer names of single-image formats: FFmpeg opens a PNG or JPEG as a one-frame "video".
 _IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe")
@@ -444,12 +452,80 @@ class _Timed:
     frame: Any  # av.VideoFrame
 
 
-def _decoded_frames(container, stream, path: Path, errors: list[str]) -> Iterator[Any]:
-    """Decode the video stream from the current position; packets that fail to decode are skipped and noted."""
+class _UnshownFrames:
+    """Finds the packets whose frame no wanted position shows, so that the decoder may drop them unseen.
+
+    The frame shown at time T is the latest one with time <= T + eps (`_select`). A frame at time t is
+    therefore shown at no wanted position when, for the first wanted T >= t - eps, another frame lies in
+    (t, T + eps]: that one (or a later one) is shown instead. Such a packet is decoded with skip_frame =
+    NONREF: if it is a non-reference frame (most B-frames: nothing is predicted from them), the decoder drops
+    it without decoding; a reference frame is decoded as always, so every frame that is shown comes out
+    exactly as without dropping. Proof of the later frame comes from the timestamps of packets already
+    demuxed and of up to `LOOKAHEAD` packets ahead (B-frames arrive after the later frames they are
+    predicted from); without proof the packet is decoded.
+
+    Used only where packet timestamps are presentation times (`_PTS_CONTAINERS`) and the decoder checks
+    skip_frame for every picture it decodes (`_PICTURE_SKIPPING_DECODERS`), with one decoding thread.
+    """
+
+    LOOKAHEAD = 16
+
+    def __init__(self, stream, wanted: list[float], eps: float) -> None:
+        self.time_base, self.origin, self.eps = stream.time_base, _origin(stream), eps
+        self.wanted = sorted(wanted)   # times of the positions whose frames are used
+        self.seen: list[int] = []      # sorted pts of every packet demuxed so far
+
+    @staticmethod
+    def applies(container, stream) -> bool:
+        context = stream.codec_context   # frame threads would pick up a skip_frame change late
+        return (context.thread_count == 1 and container.format.name in _PTS_CONTAINERS
+                and context.name in _PICTURE_SKIPPING_DECODERS)
+
+    def marked(self, packets: Iterator[Any]) -> Iterator[tuple[Any, bool]]:
+        """(packet, its frame is shown at no wanted position) for each packet, in demuxing order."""
+        ahead: collections.deque = collections.deque()
+        for packet in packets:
+            self._note(packet)
+            ahead.append(packet)
+            if len(ahead) > self.LOOKAHEAD:
+                head = ahead.popleft()
+                yield head, self._unshown(head)
+        while ahead:
+            head = ahead.popleft()
+            yield head, self._unshown(head)
+
+    def _note(self, packet) -> None:
+        if packet.pts is not None and packet.size:
+            bisect.insort(self.seen, packet.pts)
+
+    def _seconds(self, ticks: int) -> float:
+        return _ticks_to_seconds(ticks - self.origin, self.time_base)
+
+    def _unshown(self, packet) -> bool:
+        if packet.pts is None or not packet.size or packet.pts == self.seen[0]:
+            return False   # the earliest frame so far may be the first one: it also shows at earlier positions
+        time = self._seconds(packet.pts)
+        first_wanted = bisect.bisect_left(self.wanted, time - self.eps)
+        if first_wanted == len(self.wanted):
+            return False   # past the last wanted position: decoding stops there anyway
+        later = bisect.bisect_right(self.seen, packet.pts)   # the next frame in display order, if demuxed
+        # the same comparison as _select's: a frame at time w is at or before T unless T < w - eps
+        return later < len(self.seen) and self.wanted[first_wanted] >= self._seconds(self.seen[later]) - self.eps
+
+
+def _decoded_frames(container, stream, path: Path, errors: list[str],
+                    unshown: _UnshownFrames | None = None) -> Iterator[Any]:
+    """Decode the video stream from the current position; packets that fail to decode are skipped and noted.
+    With `unshown`, non-reference frames that no wanted position shows are dropped undecoded."""
     av = _import_av()
     decoded = 0
+    context = stream.codec_context
+    packets = container.demux(stream)
+    marked = unshown.marked(packets) if unshown is not None else ((packet, False) for packet in packets)
     try:
-        for packet in container.demux(stream):
+        for packet, skippable in marked:
+            if unshown is not None:
+                context.skip_frame = "NONREF" if skippable else "DEFAULT"
             try:
                 frames = packet.decode()
             except av.FFmpegError as e:  # corrupt packet: skip it, as the ffmpeg tool does
@@ -460,6 +536,11 @@ def _decoded_frames(container, stream, path: Path, errors: list[str]) -> Iterato
     except av.FFmpegError as e:
         reason = "truncated" if decoded else "undecodable"
         raise VideoError(path, reason, f"reading stopped after {decoded} frames: {e}") from e
+
+
+def _ticks_to_seconds(ticks: int, time_base: Fraction) -> float:
+    """int / int is correctly rounded: float(ticks * time_base) without building a Fraction."""
+    return ticks * time_base.numerator / time_base.denominator
 
 
 def _timed_frames(frames: Iterator[Any], stream) -> Iterator[_Timed]:
@@ -478,8 +559,8 @@ def _timed_frames(frames: Iterator[Any], stream) -> Iterator[_Timed]:
     def duration_ticks(frame) -> int:
         return frame.duration if frame.duration and frame.duration > 0 else period_ticks
 
-    def seconds(ticks: int) -> float:   # int / int is correctly rounded: float(ticks * tb) without Fractions
-        return ticks * tb.numerator / tb.denominator
+    def seconds(ticks: int) -> float:
+        return _ticks_to_seconds(ticks, tb)
 
     def emit(ticks: int, frame) -> _Timed:
         return _Timed(seconds(ticks - origin), seconds(duration_ticks(frame)), frame)
@@ -672,7 +753,7 @@ def _seek(container, stream, seek_sec: float | None) -> bool:
 
 
 def _decode_pass(container, stream, path, seek_sec, targets, eps, convert, sink, destination,
-                 rows=None) -> int | None:
+                 rows=None, drop_unshown: bool = False) -> int | None:
     """Decode the targets after seeking to seek_sec; frames go to sink(k, array, time). Returns how many.
 
     Returns None when the seek failed, found nothing, or landed after the first target (the caller then
@@ -681,7 +762,11 @@ def _decode_pass(container, stream, path, seek_sec, targets, eps, convert, sink,
     if not _seek(container, stream, seek_sec):
         return None
     errors: list[str] = []
-    decoded = _decoded_frames(container, stream, path, errors)
+    unshown = None
+    if drop_unshown and _UnshownFrames.applies(container, stream):
+        wanted = targets if rows is None else [t for t, row in zip(targets, rows) if row >= 0]
+        unshown = _UnshownFrames(stream, wanted, eps)
+    decoded = _decoded_frames(container, stream, path, errors, unshown)
     timed = _timed_frames(decoded, stream)
     try:
         first = next(timed, None)
@@ -725,15 +810,23 @@ class PyAVDecoder:
 
     threads: decoder and scaler threads per call (1 suits DataLoader workers; 0 lets FFmpeg choose).
     interpolation: swscale algorithm name ("BILINEAR", "AREA", "BICUBIC", ...).
+    drop_unshown: let the decoder drop frames that no wanted position shows (the lead-in from the keyframe,
+        frames between the sampled times, positions left out by `rows`) when nothing is predicted from them
+        (non-reference frames: most B-frames). The frames delivered are exactly those of decoding everything;
+        it applies with one thread, in MP4/MOV/Matroska files (whose timestamps are presentation times) of
+        H.264, HEVC and MPEG-1/2/4 video (see `_UnshownFrames`).
     """
 
-    def __init__(self, threads: int = 1, interpolation: str = "BILINEAR") -> None:
+    def __init__(self, threads: int = 1, interpolation: str = "BILINEAR", drop_unshown: bool = True) -> None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise ValueError(f"threads must be an int >= 0, got {threads!r}")
         if interpolation not in _INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
+        if not isinstance(drop_unshown, bool):
+            raise ValueError(f"drop_unshown must be a bool, got {drop_unshown!r}")
         self.threads = threads
         self.interpolation = interpolation
+        self.drop_unshown = drop_unshown
 
     def probe(self, path: VideoSource) -> VideoInfo:
         """Describe a video file or in-memory video (see `VideoInfo`); raise `VideoError` when unusable."""
@@ -758,9 +851,10 @@ class PyAVDecoder:
         (e.g. pinned memory) that receives the frames; rows past `length` are left untouched.
         rows: optional [num_frames] row numbers of `out`, for callers that know which frames they use: position
         k goes to out[rows[k]], and positions with a negative row are not converted (RGB + resize, about half
-        the cost of decoding) nor written; decoding stops after the last position with a row. Positions left
-        out are still decoded and timed up to there; `length` then counts positions up to that last one at most,
-        and `frames` is `out` itself.
+        the cost of decoding) nor written; decoding stops after the last position with a row. `length` then
+        counts positions up to that last one at most, and `frames` is `out` itself. A position left out gets
+        the time of the latest frame decoded at or before it, which can be an earlier frame than the one shown
+        there (see `drop_unshown`).
         """
         media = _Media(path)
         out_rows = None if rows is None else max(max(rows, default=-1) + 1, 0)
@@ -793,7 +887,7 @@ class PyAVDecoder:
                 stream = _video_stream(container, media, self.threads)
                 eps = _tolerance(stream)
                 length = _decode_pass(container, stream, media.path, seek_sec, targets, eps, convert, sink,
-                                      destination, rows)
+                                      destination, rows, self.drop_unshown)
                 native = (stream.codec_context.height, stream.codec_context.width)
             if length is not None:
                 break
@@ -801,7 +895,8 @@ class PyAVDecoder:
                        rows_out=None if rows is None else out)
 
     def __repr__(self) -> str:
-        return f"PyAVDecoder(threads={self.threads}, interpolation={self.interpolation!r})"
+        return (f"PyAVDecoder(threads={self.threads}, interpolation={self.interpolation!r}, "
+                f"drop_unshown={self.drop_unshown})")
 
 
 def _window(arrays, times, length, out, convert: _Converter, native, rows_out=None) -> DecodedWindow:
