@@ -3,6 +3,7 @@ expectations, validation of bad input, and torch.library integration."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import zlib
 
 import pytest
@@ -293,6 +294,21 @@ def test_bad_size_dtype_and_out():
     good_shape = (plan.num_outputs, 3, plan.clips * plan.frames, plan.size, plan.size)
     with pytest.raises(ValueError, match="out"):
         _call(videos, lengths, packed, out=torch.empty(good_shape, dtype=torch.bfloat16))
+
+
+def test_out_overlapping_the_videos_is_an_error():
+    """Writing into the memory the op reads would give garbage: refused, while a separate buffer is fine."""
+    videos, lengths, plan, packed = _packed_batch()
+    good_shape = (plan.num_outputs, 3, plan.clips * plan.frames, plan.size, plan.size)
+    numel = math.prod(good_shape)
+    uint8 = dict(out_dtype=torch.uint8)
+    shared = torch.zeros(videos.numel() + numel, dtype=torch.uint8)
+    shared[:videos.numel()] = videos.flatten()
+    inside = shared[:videos.numel()].view(videos.shape)
+    with pytest.raises(ValueError, match="out: must not overlap videos"):
+        _call(inside, lengths, packed, out=shared[videos.numel() - 1:][:numel].view(good_shape), **uint8)
+    beside = shared[videos.numel():].view(good_shape)   # same storage, disjoint bytes
+    assert torch.equal(_call(inside, lengths, packed, out=beside, **uint8), _call(videos, lengths, packed, **uint8))
 
 
 def test_short_video_is_an_error_not_a_wrap():

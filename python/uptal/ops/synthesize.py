@@ -263,3 +263,15 @@ def _check_out(out, videos, num_outputs, frames_per_video, size, out_dtype) -> N
     _require(out.dtype == out_dtype, "out", f"must have dtype {out_dtype}, got {out.dtype}")
     _require(out.device == videos.device, "out", f"must be on {videos.device}, got {out.device}")
     _require(out.is_contiguous(), "out", "must be contiguous")
+    if not torch.compiler.is_compiling():   # traced (fake) tensors have no memory to compare
+        _require(not _overlap(out, videos), "out", "must not overlap videos (the op reads them while it writes)")
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the memory spans of two tensors overlap (spans, not elements: conservative for strided views)."""
+    if a.numel() == 0 or b.numel() == 0 or a.device != b.device:
+        return False
+    spans = [(t.data_ptr(), t.data_ptr() + (sum(s * (n - 1) for s, n in zip(t.stride(), t.shape)) + 1)
+              * t.element_size()) for t in (a, b)]
+    (a_start, a_end), (b_start, b_end) = spans
+    return a_start < b_end and b_start < a_end
