@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -115,6 +116,25 @@ def test_only_one_decoder_thread_drops_frames(videos):
         with decode_module._open(media) as container:
             stream = decode_module._video_stream(container, media, threads)
             assert decode_module._UnshownFrames.applies(container, stream) == applies, threads
+
+
+def test_packets_read_before_a_demuxing_error_are_all_decoded():
+    """The look-ahead holds packets back; a damaged file's error must not lose them."""
+    import av
+
+    def packets():
+        for pts in range(5):
+            yield SimpleNamespace(pts=pts, size=100)
+        raise av.InvalidDataError(1094995529, "damaged")   # AVERROR_INVALIDDATA
+
+    stream = SimpleNamespace(time_base=Fraction(1, 25), start_time=0)
+    unshown = decode_module._UnshownFrames(stream, wanted=[0.0, 0.16], eps=0.001)
+    got = []
+    with pytest.raises(av.FFmpegError):
+        for packet, skippable in unshown.marked(packets()):
+            got.append((packet.pts, skippable))
+    # 0 may be the first frame, 1..3 are hidden by 4 at the wanted 0.16 s, 4 is shown there
+    assert got == [(0, False), (1, True), (2, True), (3, True), (4, False)]
 
 
 def test_drop_unshown_is_a_bool():

@@ -484,15 +484,21 @@ class _UnshownFrames:
     def marked(self, packets: Iterator[Any]) -> Iterator[tuple[Any, bool]]:
         """(packet, its frame is shown at no wanted position) for each packet, in demuxing order."""
         ahead: collections.deque = collections.deque()
-        for packet in packets:
-            self._note(packet)
-            ahead.append(packet)
-            if len(ahead) > self.LOOKAHEAD:
-                head = ahead.popleft()
-                yield head, self._unshown(head)
+        stopped = None
+        try:
+            for packet in packets:
+                self._note(packet)
+                ahead.append(packet)
+                if len(ahead) > self.LOOKAHEAD:
+                    head = ahead.popleft()
+                    yield head, self._unshown(head)
+        except _import_av().FFmpegError as error:   # a damaged file: the packets read before it still count
+            stopped = error
         while ahead:
             head = ahead.popleft()
             yield head, self._unshown(head)
+        if stopped is not None:
+            raise stopped
 
     def _note(self, packet) -> None:
         if packet.pts is not None and packet.size:
