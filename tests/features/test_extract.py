@@ -243,11 +243,62 @@ def test_bad_preprocessing_and_sources():
         load_encoder(backbone="resnet9000")
 
 
+def _tiny_run(demo_videos, tmp_path, decode_workers: int, batch_size: int = 4):
+    encoder = load_encoder(None, None, "tiny")
+    sampling, prep = ClipSampling(fps=10, clip_frames=4, clip_stride=4), Preprocessing(size=32)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"this is not a video" * 10)
+    videos = [demo_videos[0], broken, *demo_videos[1:]]
+    out = tmp_path / f"workers{decode_workers}"
+    result = extract_videos(videos, out, encoder, sampling, prep, batch_size=batch_size, device="cpu",
+                            chunk_frames=16, decode_workers=decode_workers)
+    return result, {name: np.load(out / f"{name}.npy") for name in result.done}
+
+
+def test_decoding_threads_give_the_same_features_in_the_same_order(demo_videos, tmp_path):
+    serial, serial_features = _tiny_run(demo_videos, tmp_path, 0)
+    for workers in (1, 3):
+        threaded, features = _tiny_run(demo_videos, tmp_path, workers)
+        assert threaded.done == serial.done == [v.stem for v in demo_videos]
+        assert list(threaded.failed) == list(serial.failed) == ["broken"]
+        for name, array in serial_features.items():
+            assert np.array_equal(features[name], array), (workers, name)
+    with pytest.raises(ValueError, match="decode_workers"):
+        _tiny_run(demo_videos, tmp_path, -1)
+
+
+def test_a_video_failing_half_way_frees_its_decoding_thread(demo_videos, tmp_path, monkeypatch):
+    """The failed video's clips fill its queue; unless its thread gives up on them, the one thread never
+    starts the next video and the run hangs."""
+    import threading
+
+    from uptal.features import extract as extract_module
+    real_encode, calls = extract_module._encode, []
+
+    def encode_failing_first(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("model failed")
+        return real_encode(*args)
+
+    monkeypatch.setattr(extract_module, "_encode", encode_failing_first)
+    outcome = {}
+    run = threading.Thread(target=lambda: outcome.update(result=_tiny_run(demo_videos, tmp_path, 1, 1)[0]),
+                           daemon=True)
+    run.start()
+    run.join(timeout=120)
+    assert not run.is_alive(), "extraction hung after a video failed half-way"
+    result = outcome["result"]
+    assert result.failed.keys() == {demo_videos[0].stem, "broken"} and result.done == [v.stem for v in demo_videos[1:]]
+
+
 def test_bad_command_line_values(demo_videos, tmp_path, capsys):
     assert extract([str(demo_videos[0]), "--out", str(tmp_path), *SMALL, "--format", "csv"]) == 2
     assert "format" in capsys.readouterr().err
     assert extract([str(demo_videos[0]), "--out", str(tmp_path), *SMALL, "--clip-stride", "0"]) == 2
     assert "clip_stride" in capsys.readouterr().err
+    assert extract([str(demo_videos[0]), "--out", str(tmp_path), *SMALL, "--decode-workers", "-1"]) == 2
+    assert "--decode-workers" in capsys.readouterr().err
 
 
 def test_find_videos_and_sharding(demo_videos, tmp_path):

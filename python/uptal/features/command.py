@@ -44,6 +44,8 @@ def _add_extract(commands) -> None:
     parser.add_argument("--prefix", default="", help="prefix of the .npy names, e.g. v_ (ActivityNet)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda:LOCAL_RANK if available)")
     parser.add_argument("--chunk-frames", type=int, default=256, help="sampled frames decoded at a time")
+    parser.add_argument("--decode-workers", type=int, help="threads decoding the next videos while the model "
+                                                           "runs (default: the usable cores, at most 4; 0: none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=_extract)
 
@@ -102,7 +104,8 @@ def _default_device(device: str | None):
 
 
 def _extract(args) -> int:
-    from .extract import extract_videos, find_videos, load_encoder, rank_from_environment, shard_for_rank
+    from .extract import (default_decode_workers, extract_videos, find_videos, load_encoder, rank_from_environment,
+                          shard_for_rank)
     try:
         formats = _parse_formats(args.format)
         if "h5" in formats:
@@ -112,12 +115,15 @@ def _extract(args) -> int:
         sampling, prep = _resolve_settings(args, encoder)
         rank, world_size = rank_from_environment()
         videos = shard_for_rank(find_videos(args.videos), rank, world_size)
+        decode_workers = default_decode_workers() if args.decode_workers is None else args.decode_workers
+        if decode_workers < 0:
+            raise ValueError(f"--decode-workers must be >= 0, got {decode_workers}")
     except (ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"uptal extract: error: {error}", file=sys.stderr)
         return 2
     result = extract_videos(videos, args.out, encoder, sampling, prep, prefix=args.prefix, batch_size=args.batch,
                             device=_default_device(args.device), chunk_frames=args.chunk_frames,
-                            show_progress=not args.no_progress)
+                            show_progress=not args.no_progress, decode_workers=decode_workers)
     print(("" if world_size == 1 else f"rank {rank}/{world_size}: ") + result.summary())
     if "h5" in formats:
         _assemble_h5(Path(args.out), world_size)

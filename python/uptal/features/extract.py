@@ -17,6 +17,10 @@ time j / fps from the start of the video stream):
 Frames are decoded piecewise (`chunk_frames` sampled frames at a time, resized inside FFmpeg so the short side
 is `short_side`, then centre-cropped to size x size), so a long video never sits in memory whole.
 
+With `decode_workers` > 0, threads decode the next videos while the model runs on the current one (PyAV
+releases the GIL while it decodes); each video's clips wait in a bounded queue, in order, so the features are
+the same as decoding in the main thread.
+
 Outputs in `out`: ``<prefix><video>.npy`` [T, C] float32 and ``metadata/<video>.json``, each written to a
 temporary name and renamed (never a partial file under a final name). A rerun skips a video whose .npy opens
 with the shape its metadata promises and whose metadata was made with the same settings.
@@ -26,7 +30,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import queue
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -329,6 +336,77 @@ def stream_clips(path: str | os.PathLike, sampling: ClipSampling, prep: Preproce
     stats.num_sampled_frames = decoded
 
 
+class _End:
+    """Queued after a video's last clip."""
+
+
+@dataclass
+class _Failed:
+    """Queued instead of the remaining clips when streaming a video raised."""
+    error: BaseException
+
+
+class ClipPrefetcher:
+    """Streams the clips of `paths` in `workers` background threads, in order of `paths`, at most `workers`
+    videos ahead of the consumer; each video's clips wait in a queue of at most `depth` clips, so memory stays
+    at about workers x depth clips. `clips(i)` yields video i's clips (raising what streaming it raised) and
+    `stats[i]` is its `StreamStats`. Use as a context manager: leaving it stops the threads."""
+
+    def __init__(self, paths: Sequence[Path], sampling: ClipSampling, prep: Preprocessing, chunk_frames: int,
+                 workers: int, depth: int) -> None:
+        self.stats = [StreamStats() for _ in paths]
+        self._queues: list[queue.Queue] = [queue.Queue(maxsize=max(1, depth)) for _ in paths]
+        self._left = [threading.Event() for _ in paths]   # the consumer stopped reading video i
+        self._stop = threading.Event()
+        self._executor = ThreadPoolExecutor(max(1, workers), thread_name_prefix="uptal-decode")
+        for i, path in enumerate(paths):   # the pool starts them in this order
+            self._executor.submit(self._produce, i, path, sampling, prep, chunk_frames)
+
+    def _produce(self, i: int, path: Path, sampling, prep, chunk_frames) -> None:
+        if self._stop.is_set():
+            return
+        try:
+            for clip in stream_clips(path, sampling, prep, chunk_frames, self.stats[i]):
+                if not self._put(i, clip):
+                    return
+            self._put(i, _End())
+        except Exception as error:  # noqa: BLE001 - handed to the consumer, which reports the video
+            self._put(i, _Failed(error))
+
+    def _put(self, i: int, item) -> bool:
+        """Queue an item for video i, waiting for room; False when no one will read it any more."""
+        while not (self._stop.is_set() or self._left[i].is_set()):
+            try:
+                self._queues[i].put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def clips(self, i: int) -> Iterator[torch.Tensor]:
+        """Video i's clips; closing this iterator early lets its thread move on to the next video."""
+        try:
+            while True:
+                item = self._queues[i].get()
+                if isinstance(item, _End):
+                    return
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item
+        finally:
+            self._left[i].set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "ClipPrefetcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # One video
 # ----------------------------------------------------------------------------------------------------------
@@ -381,13 +459,19 @@ def _encode(encoder: Encoder, prep: Preprocessing, clips: list[torch.Tensor], de
 
 def extract_video(path: Path, encoder: Encoder, sampling: ClipSampling, prep: Preprocessing, *,
                   batch_size: int = 32, device: torch.device | str = "cpu", chunk_frames: int = 256,
-                  progress=None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Features [T, C] float32 of one video and its metadata (without writing anything)."""
+                  progress=None, clips: Iterator[torch.Tensor] | None = None,
+                  stats: StreamStats | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Features [T, C] float32 of one video and its metadata (without writing anything).
+
+    clips, stats: the video's clips already being streamed (`ClipPrefetcher`) and the stats they fill;
+    by default the video is streamed here."""
     device = torch.device(device)
-    stats = StreamStats()
+    if clips is None:
+        stats = StreamStats()
+        clips = stream_clips(path, sampling, prep, chunk_frames, stats)
     pending: list[torch.Tensor] = []
     parts: list[np.ndarray] = []
-    for clip in stream_clips(path, sampling, prep, chunk_frames, stats):
+    for clip in clips:
         if progress is not None and progress.total is None:   # the probe has run: estimate the clip count
             progress.total = sampling.num_features(max(1, math.ceil(stats.duration * sampling.fps - 1e-6)))
             progress.refresh()
@@ -438,37 +522,60 @@ def _progress(total: int, unit: str, enabled: bool, leave: bool = True):
     return tqdm(total=total, unit=unit, disable=not enabled, leave=leave, file=sys.stderr, dynamic_ncols=True)
 
 
+def default_decode_workers() -> int:
+    """Decoding threads per process by default: the cores this process may use, at most 4."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        cores = os.cpu_count() or 1
+    return min(4, cores)
+
+
 def extract_videos(videos: Sequence[Path], out: str | os.PathLike, encoder: Encoder, sampling: ClipSampling,
                    prep: Preprocessing, *, prefix: str = "", batch_size: int = 32,
                    device: torch.device | str | None = None, chunk_frames: int = 256,
-                   show_progress: bool = False) -> ExtractionResult:
-    """Extract every video not already done into `out`; a failing video is recorded and the rest go on."""
+                   show_progress: bool = False, decode_workers: int = 0) -> ExtractionResult:
+    """Extract every video not already done into `out`; a failing video is recorded and the rest go on.
+
+    decode_workers: threads that decode the next videos while the model runs (0: decode in this thread);
+    up to decode_workers x 2 batches of clips wait decoded."""
     batch_size = _positive_int(batch_size, "batch_size")
+    if isinstance(decode_workers, bool) or not isinstance(decode_workers, int) or decode_workers < 0:
+        raise ValueError(f"decode_workers must be an int >= 0, got {decode_workers!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     encoder.backbone.to(device).eval()
     out = Path(out)
     settings = settings_record(sampling, prep, encoder)
     result = ExtractionResult()
     with _progress(len(videos), "video", show_progress) as bar:
-        for path in videos:
-            name = path.stem
-            bar.set_postfix_str(name)
-            if video_is_done(out, name, prefix, settings):
-                result.skipped.append(name)
-            else:
-                _extract_one(path, out, encoder, sampling, prep, prefix, batch_size, device, chunk_frames,
-                             show_progress, result)
-            bar.update(1)
+        todo = [path for path in videos if not video_is_done(out, path.stem, prefix, settings)]
+        waiting = set(todo)
+        result.skipped += [path.stem for path in videos if path not in waiting]
+        bar.update(len(videos) - len(todo))
+        run = dict(out=out, encoder=encoder, sampling=sampling, prep=prep, prefix=prefix, batch_size=batch_size,
+                   device=device, chunk_frames=chunk_frames, show_progress=show_progress, result=result)
+        if decode_workers == 0:
+            for path in todo:
+                bar.set_postfix_str(path.stem)
+                _extract_one(path, **run)
+                bar.update(1)
+        else:
+            with ClipPrefetcher(todo, sampling, prep, chunk_frames, decode_workers, 2 * batch_size) as ahead:
+                for i, path in enumerate(todo):
+                    bar.set_postfix_str(path.stem)
+                    _extract_one(path, **run, clips=ahead.clips(i), stats=ahead.stats[i])
+                    bar.update(1)
     return result
 
 
 def _extract_one(path, out, encoder, sampling, prep, prefix, batch_size, device, chunk_frames, show_progress,
-                 result: ExtractionResult) -> None:
+                 result: ExtractionResult, clips=None, stats=None) -> None:
     name = path.stem
     try:
         with _progress(None, "clip", show_progress, leave=False) as clips_bar:
             features, metadata = extract_video(path, encoder, sampling, prep, batch_size=batch_size,
-                                               device=device, chunk_frames=chunk_frames, progress=clips_bar)
+                                               device=device, chunk_frames=chunk_frames, progress=clips_bar,
+                                               clips=clips, stats=stats)
         metadata["feature_file"] = feature_path(out, name, prefix).name
         # Features first, metadata last: metadata present means the .npy beside it is complete.
         _save_npy(feature_path(out, name, prefix), features)
@@ -476,3 +583,6 @@ def _extract_one(path, out, encoder, sampling, prep, prefix, batch_size, device,
         result.done.append(name)
     except Exception as error:  # noqa: BLE001 - one bad video must not stop the others; reported at the end
         result.failed[name] = f"{type(error).__name__}: {error}"
+    finally:
+        if clips is not None:
+            clips.close()   # after a failure half-way, its decoding thread moves on
