@@ -6,7 +6,7 @@
 #
 # BUDGET_S: seconds the whole script may take (default 540): later steps get what is left, and are skipped
 # when nothing is. STEPS: the steps to run (default all: build info pytest_cuda bench_synthesis ncu_synthesis
-# bench_infonce pytest_all bench_train bench_train_transcoded bench_data extract pretrain_demo), in this file's order. PYTEST_ALL: what pytest_all runs (default
+# bench_infonce pytest_all bench_train bench_train_transcoded bench_data bench_extract extract pretrain_demo), in this file's order. PYTEST_ALL: what pytest_all runs (default
 # tests). SYNTHESIS_ARGS, TRAIN_ARGS, DATA_ARGS: extra arguments of those benchmarks. WHEELS: optional folder of wheels to install first (PyAV where the node lacks it). OUT: where logs and the
 # benchmark JSON go: one archive, $OUT/gpu_checks.tar.gz, refreshed after every step (so a run cut short still
 # returns what it did), holding <step>.log for each step and results/<gpu>/*.json (also written to
@@ -72,6 +72,8 @@ step bench_train 240 python3 bench/bench_train.py --workers 12 --steps 40 --load
 step bench_train_transcoded 240 python3 bench/bench_train.py --transcoded --workers 12 --steps 40 \
   --loader-workers 8 14 ${TRAIN_ARGS:-}
 step bench_data 240 python3 bench/bench_data.py --workers 12 --batches 24 ${DATA_ARGS:-}   # on this host's cores
+# extraction with I3D on the GPU: decoding in the main thread against 4 and 8 decoding threads
+step bench_extract 180 python3 bench/bench_extract.py --backbone i3d --device cuda --workers 0 4 8 --repeats 2
 if [ -n "$VIDEOS" ]; then
   step extract 120 python3 -m uptal.cli extract "$VIDEOS" --backbone i3d --device cuda --out /tmp/features
 fi
