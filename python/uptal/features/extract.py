@@ -50,8 +50,8 @@ from ..models import build_backbone
 
 __all__ = [
     "PRESETS", "ClipSampling", "Preprocessing", "Encoder", "ExtractionResult",
-    "load_encoder", "find_videos", "shard_for_rank", "stream_clips", "extract_video", "extract_videos",
-    "video_is_done", "metadata_path", "feature_path",
+    "load_encoder", "find_videos", "shard_for_rank", "stream_clips", "ClipPrefetcher", "extract_video",
+    "extract_videos", "default_decode_workers", "video_is_done", "metadata_path", "feature_path",
 ]
 
 #: Named sampling settings; explicit command-line values override them.
