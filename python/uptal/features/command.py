@@ -104,8 +104,7 @@ def _default_device(device: str | None):
 
 
 def _extract(args) -> int:
-    from .extract import (default_decode_workers, extract_videos, find_videos, load_encoder, rank_from_environment,
-                          shard_for_rank)
+    from .extract import extract_videos, find_videos, load_encoder, rank_from_environment, shard_for_rank
     try:
         formats = _parse_formats(args.format)
         if "h5" in formats:
@@ -115,15 +114,14 @@ def _extract(args) -> int:
         sampling, prep = _resolve_settings(args, encoder)
         rank, world_size = rank_from_environment()
         videos = shard_for_rank(find_videos(args.videos), rank, world_size)
-        decode_workers = default_decode_workers() if args.decode_workers is None else args.decode_workers
-        if decode_workers < 0:
-            raise ValueError(f"--decode-workers must be >= 0, got {decode_workers}")
+        if args.decode_workers is not None and args.decode_workers < 0:
+            raise ValueError(f"--decode-workers must be >= 0, got {args.decode_workers}")
     except (ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"uptal extract: error: {error}", file=sys.stderr)
         return 2
     result = extract_videos(videos, args.out, encoder, sampling, prep, prefix=args.prefix, batch_size=args.batch,
                             device=_default_device(args.device), chunk_frames=args.chunk_frames,
-                            show_progress=not args.no_progress, decode_workers=decode_workers)
+                            show_progress=not args.no_progress, decode_workers=args.decode_workers)
     print(("" if world_size == 1 else f"rank {rank}/{world_size}: ") + result.summary())
     if "h5" in formats:
         _assemble_h5(Path(args.out), world_size)

@@ -534,12 +534,13 @@ def default_decode_workers() -> int:
 def extract_videos(videos: Sequence[Path], out: str | os.PathLike, encoder: Encoder, sampling: ClipSampling,
                    prep: Preprocessing, *, prefix: str = "", batch_size: int = 32,
                    device: torch.device | str | None = None, chunk_frames: int = 256,
-                   show_progress: bool = False, decode_workers: int = 0) -> ExtractionResult:
+                   show_progress: bool = False, decode_workers: int | None = None) -> ExtractionResult:
     """Extract every video not already done into `out`; a failing video is recorded and the rest go on.
 
-    decode_workers: threads that decode the next videos while the model runs (0: decode in this thread);
-    up to decode_workers x 2 batches of clips wait decoded."""
+    decode_workers: threads that decode the next videos while the model runs (0: decode in this thread;
+    None: `default_decode_workers()`); up to decode_workers x 2 batches of clips wait decoded."""
     batch_size = _positive_int(batch_size, "batch_size")
+    decode_workers = default_decode_workers() if decode_workers is None else decode_workers
     if isinstance(decode_workers, bool) or not isinstance(decode_workers, int) or decode_workers < 0:
         raise ValueError(f"decode_workers must be an int >= 0, got {decode_workers!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
