@@ -65,6 +65,7 @@ def main(argv=None) -> int:
             videos, source = write_demo_videos(Path(tmp) / "demo", num_videos=4, num_frames=160), "demo videos"
         seconds: dict[int, list[float]] = {w: [] for w in settings}
         reference, clips, largest_difference = None, 0, 0.0
+        run(videos[:1], Path(tmp) / "warm-up", 0, args.backbone, args.device)   # untimed: first CUDA/cuDNN calls
         for repeat in range(repeats):   # alternate, so that the machine's drift hits every setting alike
             for workers in settings:
                 wall, features = run(videos, Path(tmp) / f"out-{workers}-{repeat}", workers, args.backbone,
