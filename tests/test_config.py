@@ -42,6 +42,7 @@ def test_pretrain_config_overrides_and_errors_name_the_key():
     assert config.train.lr == 3e-4 and config.pal.beta == (1.0, 1.0) and config.model.backbone == "tiny"
     for override, key in [("train.lrr=1", "train.lrr: unknown key"), ("model.backbone=vgg", "model.backbone"),
                           ("data.workers=-1", "data.workers"), ("train.amp=fp8", "train.amp"),
+                          ("data.worker_priority=high", "data.worker_priority"),
                           ("model.temporal_layers=4", "model.temporal_layers"), ("nope.x=1", "nope: unknown key")]:
         with pytest.raises(ConfigError, match=key):
             load_pretrain_config(None, [override])

@@ -23,6 +23,9 @@ def _check(ok: bool, key: str, rule: str, value: Any) -> None:
         raise ConfigError(f"{key}: {rule}, got {value!r}")
 
 
+WORKER_PRIORITIES = ("auto", "low", "normal")
+
+
 @dataclass(frozen=True)
 class PalConfig:
     """What a PAL synthetic video is made of (paper sections 3 and 4.1) and how it is augmented.
@@ -119,6 +122,8 @@ class DataConfig:
     min_frames: int = 8             # a decoded window shorter than this is "too_short" (skipped and replaced)
     workers: int = 2                # DataLoader worker processes (0: decode in the main process)
     prefetch: int = 2               # batches prefetched per worker
+    worker_priority: str = "auto"   # "low": workers run at nice +10, so the training process wins the CPU;
+                                    # "normal"; "auto": low when batches go to a GPU (pinned), else normal
     max_bad_batch_fraction: float = 0.5   # more bad files than this while filling one batch: stop
     max_bad_fraction: float = 0.1   # more bad files than this over the data set (index or epoch): stop
 
@@ -131,6 +136,8 @@ class DataConfig:
         _check(self.min_frames >= 1, "data.min_frames", "must be >= 1", self.min_frames)
         _check(self.workers >= 0, "data.workers", "must be >= 0", self.workers)
         _check(self.prefetch >= 1, "data.prefetch", "must be >= 1", self.prefetch)
+        _check(self.worker_priority in WORKER_PRIORITIES, "data.worker_priority",
+               f"must be one of {', '.join(WORKER_PRIORITIES)}", self.worker_priority)
         for name in ("max_bad_batch_fraction", "max_bad_fraction"):
             value = getattr(self, name)
             _check(0.0 <= value <= 1.0, f"data.{name}", "must be a fraction in [0, 1]", value)
@@ -412,4 +419,4 @@ def _plain(value: Any) -> Any:
 
 
 __all__ = ["ConfigError", "PalConfig", "DataConfig", "ModelConfig", "TrainConfig", "PretrainConfig", "BACKBONES",
-           "load_pretrain_config", "from_mapping", "apply_overrides", "load_yaml", "to_dict"]
+           "WORKER_PRIORITIES", "load_pretrain_config", "from_mapping", "apply_overrides", "load_yaml", "to_dict"]

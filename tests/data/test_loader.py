@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import shutil
 import time
 from dataclasses import replace
@@ -13,7 +15,8 @@ import torch
 from uptal.config import DataConfig, PalConfig
 from uptal.data import decode_window, write_demo_videos
 from uptal.data.index import load_index
-from uptal.data.loader import DataError, EpochSampler, PalLoader
+from uptal.data.loader import (LOW_PRIORITY_NICE, DataError, EpochSampler, PalLoader, SourceWindows,
+                               lower_worker_priority)
 from uptal.pal import synthesize_batch
 
 PAL = PalConfig(clips=2, frames=4, size=24, max_region_clips=2, crop_scale=(0.5, 1.0), blur_kernel=5)
@@ -122,6 +125,30 @@ def test_worker_processes_give_the_same_batches(video_folder):
     workers = make_loader(video_folder, data=DataConfig(**{**DATA.__dict__, "workers": 2}))
     assert same_batches(epoch_batches(workers, 2), in_process)
     assert same_batches(epoch_batches(workers, 2), in_process)   # persistent workers, second pass
+
+
+@pytest.mark.parametrize("priority, pin, workers, lowered", [
+    ("auto", True, 1, True), ("auto", False, 1, False), ("low", False, 1, True), ("normal", True, 1, False),
+    ("low", False, 0, False)])
+def test_workers_run_at_low_priority_when_batches_go_to_a_gpu(video_folder, priority, pin, workers, lowered):
+    loader = make_loader(video_folder, data=replace(DATA, workers=workers, worker_priority=priority), pin_memory=pin)
+    assert (loader.loader.worker_init_fn is lower_worker_priority) == lowered
+
+
+def test_low_priority_workers_are_niced_and_give_the_same_batches(video_folder, monkeypatch):
+    niceness = multiprocessing.Value("i", -100)   # written by the (forked) worker process
+    decode_batch = SourceWindows.__getitem__
+
+    def recording(self, request):
+        niceness.value = os.nice(0)
+        return decode_batch(self, request)
+
+    monkeypatch.setattr(SourceWindows, "__getitem__", recording)
+    in_process = epoch_batches(make_loader(video_folder), 1)
+    assert niceness.value == os.nice(0)
+    low = make_loader(video_folder, data=replace(DATA, workers=1, worker_priority="low"))
+    assert same_batches(epoch_batches(low, 1), in_process)
+    assert niceness.value == min(os.nice(0) + LOW_PRIORITY_NICE, 19)
 
 
 def _frames_of_epochs(loader: PalLoader, epochs: int, hold: bool) -> tuple[list, list]:

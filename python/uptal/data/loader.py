@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
@@ -520,6 +521,16 @@ class BadFileReport:
         return counts
 
 
+LOW_PRIORITY_NICE = 10
+
+
+def lower_worker_priority(worker_id: int) -> None:
+    """DataLoader worker_init_fn: run this worker at nice +10. On a GPU node busy workers otherwise take CPU time
+    from the training process, whose host work (kernel launches, pinning and copying batches) then delays every
+    step; at low priority they decode in whatever CPU time the training process leaves."""
+    os.nice(LOW_PRIORITY_NICE)
+
+
 class PalLoader:
     """Iterate `SourceBatch`es of one rank for one epoch at a time (`set_epoch(e)`, then `for batch in loader`).
 
@@ -543,9 +554,11 @@ class PalLoader:
         self.epoch = 0
         pin = torch.cuda.is_available() if pin_memory is None else pin_memory
         workers = data.workers
+        low_priority = data.worker_priority == "low" or (data.worker_priority == "auto" and pin)
         self.loader = DataLoader(
             self.dataset, batch_size=None, sampler=self.sampler, num_workers=workers, pin_memory=pin,
             persistent_workers=workers > 0, prefetch_factor=data.prefetch if workers > 0 else None,
+            worker_init_fn=lower_worker_priority if workers > 0 and low_priority else None,
             # its own generator: starting an iteration must not draw from torch's global one, or a resumed
             # run's model randomness (shuffle-BN permutations) would shift against the uninterrupted run's
             generator=torch.Generator().manual_seed(seed))
