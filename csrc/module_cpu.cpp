@@ -2,6 +2,7 @@
 // validated by uptal/ops (dtype, shape, contiguity, device, index ranges).
 #include <pybind11/pybind11.h>
 
+#include "frame.h"
 #include "synth.h"
 #include "synth_params.h"
 
@@ -27,6 +28,13 @@ void synthesize(uintptr_t videos, int64_t num_videos, int64_t max_frames, int64_
                      as_ptr<void>(out), out_dtype};
   py::gil_scoped_release release;  // DataLoader threads and the training loop keep running
   uptal::synthesize_cpu(a, num_threads);
+}
+
+void planes_to_rgb(uintptr_t r, int64_t r_line_size, uintptr_t g, int64_t g_line_size, uintptr_t b,
+                   int64_t b_line_size, int64_t height, int64_t width, uintptr_t out, int64_t out_row_stride) {
+  py::gil_scoped_release release;  // extraction decodes in threads
+  uptal::planes_to_rgb({as_ptr<const uint8_t>(r), r_line_size}, {as_ptr<const uint8_t>(g), g_line_size},
+                       {as_ptr<const uint8_t>(b), b_line_size}, height, width, as_ptr<uint8_t>(out), out_row_stride);
 }
 
 py::dict param_columns() {
@@ -62,6 +70,7 @@ int max_threads() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "uptal CPU kernels (C++17, OpenMP); see uptal/ops for the checked Python entry points";
   m.def("synthesize", &synthesize, "PAL synthesis into a caller-provided output buffer (raw pointers)");
+  m.def("planes_to_rgb", &planes_to_rgb, "packed RGB rows from R, G, B planes (raw pointers, line sizes)");
   m.def("param_columns", &param_columns, "column of each packed plan parameter");
   m.def("max_threads", &max_threads, "OpenMP's default thread count (1 without OpenMP)");
   m.def("cpu_variant", &uptal::synthesize_cpu_variant, "instruction-set build of the kernels in use");

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu_variant.h"
 #include "synth.h"
 #include "synth_math.h"
 #include "synth_params.h"
@@ -338,13 +339,7 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
 
 }  // namespace
 
-#ifndef UPTAL_CPU_VARIANT
-#error "compile with -DUPTAL_CPU_VARIANT=<name> (see CMakeLists.txt)"
-#endif
-#define UPTAL_CONCAT_(a, b) a##b
-#define UPTAL_CONCAT(a, b) UPTAL_CONCAT_(a, b)
-
-void UPTAL_CONCAT(synthesize_cpu_, UPTAL_CPU_VARIANT)(const SynthArgs& a, int num_threads) {
+void UPTAL_VARIANT_NAME(synthesize_cpu_)(const SynthArgs& a, int num_threads) {
   const int64_t jobs = a.num_outputs * a.frames_per_video;
 #if defined(_OPENMP)
   if (num_threads <= 0) num_threads = omp_get_max_threads();

@@ -9,10 +9,12 @@ import torch
 
 import uptal
 from uptal.ops import _native
+from uptal.ops.planes_to_rgb import implementation_for as planes_to_rgb_implementation
 from uptal.ops.region_infonce import implementation_for as region_infonce_implementation
 from uptal.ops.synthesize import implementation_for
 
-OPS = {"synthesize": implementation_for, "region_infonce": region_infonce_implementation}
+OPS = {"synthesize": implementation_for, "region_infonce": region_infonce_implementation,
+       "planes_to_rgb": planes_to_rgb_implementation}
 
 
 def collect() -> dict:

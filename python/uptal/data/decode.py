@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence, U
 import numpy as np
 import torch
 
+from ..ops.planes_to_rgb import planes_to_rgb
 from .orientation import UPRIGHT, Orientation, frame_orientation
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -697,14 +698,15 @@ class _Converter:
 
 
 def _interleave_planar_rgb(frame, into: np.ndarray | None, orientation: Orientation = UPRIGHT) -> np.ndarray:
-    """[H, W, 3] uint8 RGB as displayed of a gbrp frame, whose planes are G, B, R (FFmpeg's order), each with
-    padded rows."""
+    """[H, W, 3] uint8 RGB as displayed of a gbrp frame, whose planes are G, B, R (FFmpeg's order)."""
     height, width = frame.height, frame.width
-    shape = (*orientation.displayed_size(height, width), 3)
-    rgb = np.empty(shape, dtype=np.uint8) if into is None else into
-    for channel, plane in zip((1, 2, 0), frame.planes):
-        rows = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)[:height]  # [H, line_size]
-        rgb[:, :, channel] = orientation.apply(rows[:, :width])
+    green, blue, red = frame.planes
+    if orientation.upright:
+        rgb = np.empty((height, width, 3), dtype=np.uint8) if into is None else into
+        return planes_to_rgb((red, green, blue), height, width, rgb)
+    stored = planes_to_rgb((red, green, blue), height, width, np.empty((height, width, 3), dtype=np.uint8))
+    rgb = np.empty((*orientation.displayed_size(height, width), 3), dtype=np.uint8) if into is None else into
+    rgb[...] = orientation.apply(stored)
     return rgb
 
 
