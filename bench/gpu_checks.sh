@@ -66,11 +66,13 @@ if [ -n "$NCU" ]; then
 fi
 step bench_infonce 240 python3 bench/bench_infonce.py
 step pytest_all 300 python3 -m pytest -q -p no:cacheprovider -n 8 --maxfail 20 ${PYTEST_ALL:-tests}
-# 40 steps from an empty prefetch queue; the loader alone with 8 and 14 workers (16-core nodes)
-step bench_train 240 python3 bench/bench_train.py --workers 12 --steps 40 --loader-workers 8 14 ${TRAIN_ARGS:-}
+# 40 steps from an empty prefetch queue, workers at normal and low priority; the loader alone with 8 and 14
+# workers (16-core nodes)
+step bench_train 240 python3 bench/bench_train.py --workers 12 --steps 40 --worker-priority normal low \
+  --loader-workers 8 14 ${TRAIN_ARGS:-}
 # the same on the demo videos' `uptal data transcode` copies: the data path users get with the README's recipe
 step bench_train_transcoded 240 python3 bench/bench_train.py --transcoded --workers 12 --steps 40 \
-  --loader-workers 8 14 ${TRAIN_ARGS:-}
+  --worker-priority normal low --loader-workers 8 14 ${TRAIN_ARGS:-}
 step bench_data 240 python3 bench/bench_data.py --workers 12 --batches 24 ${DATA_ARGS:-}   # on this host's cores
 # extraction with I3D on the GPU: decoding in the main thread against 4 and 8 decoding threads
 step bench_extract 180 python3 bench/bench_extract.py --backbone i3d --device cuda --workers 0 4 8 --repeats 2
