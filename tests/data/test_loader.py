@@ -151,6 +151,16 @@ def test_low_priority_workers_are_niced_and_give_the_same_batches(video_folder, 
     assert niceness.value == min(os.nice(0) + LOW_PRIORITY_NICE, 19)
 
 
+def test_a_refused_priority_change_does_not_stop_the_worker(monkeypatch, caplog):
+    def refuse(increment):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "nice", refuse)
+    with caplog.at_level(logging.WARNING):
+        lower_worker_priority(3)
+    assert "data worker 3 keeps its CPU priority" in caplog.text
+
+
 def _frames_of_epochs(loader: PalLoader, epochs: int, hold: bool) -> tuple[list, list]:
     """(copies of every batch's frames, views of the frames themselves if held, else nothing)."""
     frames, held = [], []

@@ -527,8 +527,12 @@ LOW_PRIORITY_NICE = 10
 def lower_worker_priority(worker_id: int) -> None:
     """DataLoader worker_init_fn: run this worker at nice +10. On a GPU node busy workers otherwise take CPU time
     from the training process, whose host work (kernel launches, pinning and copying batches) then delays every
-    step; at low priority they decode in whatever CPU time the training process leaves."""
-    os.nice(LOW_PRIORITY_NICE)
+    step; at low priority they decode in whatever CPU time the training process leaves. Where the system refuses
+    (a sandbox without setpriority), the worker runs on at its priority: a slower step is no reason to stop."""
+    try:
+        os.nice(LOW_PRIORITY_NICE)
+    except OSError as error:
+        log.warning("data worker %d keeps its CPU priority: %s", worker_id, error)
 
 
 class PalLoader:
