@@ -1,8 +1,8 @@
 // Run-time choice between the builds of synth_cpu.cpp and frame_cpu.cpp: one wheel runs everywhere and still
 // uses AVX2 where the processor has it (8 float lanes instead of SSE2's 4, and byte shuffles). Both builds
-// compute bit-identical results: the arithmetic is IEEE float32 without FMA contraction in both. UPTAL_CPU_VARIANT=baseline in the environment
-// forces the baseline build, so that tests (and anyone who suspects the AVX2 one) can compare the two on an
-// AVX2 machine; it is read at every call.
+// compute bit-identical results: the arithmetic is IEEE float32 without FMA contraction in both.
+// UPTAL_CPU_VARIANT=baseline in the environment forces the baseline build, so that tests (and anyone who
+// suspects the AVX2 one) can compare the two on an AVX2 machine; it is read at every call.
 #include <cstdlib>
 #include <cstring>
 

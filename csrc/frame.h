@@ -1,5 +1,5 @@
-// Decoded-frame conversion for the data path: raw-pointer interface. Python (uptal/data/decode.py) checks the
-// planes and the destination before calling in; nothing here checks.
+// Decoded-frame conversion for the data path: raw-pointer interface. Python (uptal/ops/planes_to_rgb.py) checks
+// the planes and the destination before calling in; nothing here checks.
 #pragma once
 
 #include <cstdint>

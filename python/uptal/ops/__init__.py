@@ -1,7 +1,8 @@
 """The only room that touches the compiled modules (_C, _C_cuda) and the Triton kernels.
 
 Each op is registered once with torch.library (``uptal::<op>``) with a fake implementation, so that
-torch.compile and torch.library.opcheck work, and has a plain-torch twin ``<op>_ref``.
+torch.compile and torch.library.opcheck work, and has a plain-torch twin ``<op>_ref``. One helper is not a
+torch op: ``planes_to_rgb``, the decoder's interleave of numpy views (its twin ``planes_to_rgb_ref`` is numpy).
 """
 from .planes_to_rgb import planes_to_rgb, planes_to_rgb_ref
 from .region_infonce import RegionInfoNCEStats, region_infonce
