@@ -127,6 +127,7 @@ def test_summary_totals(broken_dataset):
     assert summary.usable_duration == pytest.approx(sum(e.info.duration for e in usable))
     assert summary.usable_frames == sum(e.info.num_frames for e in usable) == 20 + 20 + 15 + 4
     assert summary.counts == index.counts()
+    assert summary.large == 0 and "transcode" not in format_report(records, summary)   # small test videos
     assert "0:00:" in format_report(records, summary)
 
 
@@ -138,6 +139,9 @@ def test_shared_videos_only_tree_avi_is_odd(shared_videos, capsys):
     assert len(rows) == 1 and rows[0].startswith("ok (odd)") and Path(rows[0].split()[2]).name == "tree.avi"
     assert "header says 444 frames, the file holds 68" in rows[0]
     assert summary.splitlines()[0] == "10 files: 10 ok"
+    # bigbuckbunny and cockatoo (1280x720), vtest (768x576), bikes (640x272); arm_wrestling's 256 is not over
+    assert summary.splitlines()[2].startswith("4 files (1457 of the 2425 frames) stored with a short side over 256 px")
+    assert summary.splitlines()[3].startswith("`uptal data transcode SOURCE --out DIR`")
 
 
 def test_default_minimum_is_what_the_default_config_trains_on(broken_dataset, capsys):

@@ -9,6 +9,8 @@ Odd files keep status "ok" and get warnings, because training can use them but a
 - a short side below `TINY_SIDE` pixels (upscaled to the working size, mostly blur);
 - a header frame count far from the frames actually stored (the header is wrong: tree.avi says 444, has 68);
 - a duration given by a CSV list far from the probed one (the list and the file disagree).
+The summary also counts the usable files stored much larger than training reads them (short side over
+`LARGE_SIDE`): each epoch decodes their pixels only to resize them away, which `uptal data transcode` does once.
 """
 from __future__ import annotations
 
@@ -16,14 +18,16 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from ..config import DataConfig
 from .decode import VideoInfo
 from .index import INDEX_STATUSES, OK, VideoIndex
 
-__all__ = ["LOW_FPS", "TINY_SIDE", "CheckRecord", "CheckSummary", "check_index", "file_warnings",
+__all__ = ["LARGE_SIDE", "LOW_FPS", "TINY_SIDE", "CheckRecord", "CheckSummary", "check_index", "file_warnings",
            "format_report", "summarize"]
 
 LOW_FPS = 5.0
 TINY_SIDE = 64
+LARGE_SIDE = 2 * DataConfig().height   # twice the working short side (data.height, 128 by default)
 # "Far": a count or duration off by more than this fraction, and by more than the absolute slack (rounding).
 _RELATIVE_SLACK = 0.1
 _FRAME_SLACK = 2
@@ -63,6 +67,8 @@ class CheckSummary:
     usable_duration: float
     usable_frames: int
     with_warnings: int
+    large: int           # usable files with a short side over LARGE_SIDE
+    large_frames: int    # their frames
 
 
 def _far(a: float, b: float, slack: float) -> bool:
@@ -100,11 +106,13 @@ def check_index(index: VideoIndex) -> list[CheckRecord]:
 def summarize(records: Sequence[CheckRecord]) -> CheckSummary:
     """Counts per status, and what the usable files add up to."""
     usable = [r for r in records if r.status == OK]
+    large = [r for r in usable if min(r.width or 0, r.height or 0) > LARGE_SIDE]
     counts = {status: sum(r.status == status for r in records) for status in INDEX_STATUSES}
     return CheckSummary(
         counts={status: n for status, n in counts.items() if n}, total=len(records), usable=len(usable),
         usable_duration=sum(r.duration or 0.0 for r in usable), usable_frames=sum(r.num_frames or 0 for r in usable),
-        with_warnings=sum(bool(r.warnings) for r in usable))
+        with_warnings=sum(bool(r.warnings) for r in usable), large=len(large),
+        large_frames=sum(r.num_frames or 0 for r in large))
 
 
 def _clock(seconds: float) -> str:
@@ -139,4 +147,8 @@ def format_report(records: Sequence[CheckRecord], summary: CheckSummary) -> str:
     lines.append(f"usable: {_files(summary.usable)}, {_clock(summary.usable_duration)} "
                  f"({summary.usable_duration:.1f} s), {summary.usable_frames} frames"
                  + (f"; {summary.with_warnings} of them odd (see above)" if summary.with_warnings else ""))
+    if summary.large:
+        lines.append(f"{_files(summary.large)} ({summary.large_frames} of the {summary.usable_frames} frames) stored "
+                     f"with a short side over {LARGE_SIDE} px: every epoch decodes their pixels only to resize them "
+                     f"away;\n`uptal data transcode SOURCE --out DIR` writes copies at the working size once")
     return "\n".join(lines)
