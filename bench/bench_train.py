@@ -65,12 +65,20 @@ def _sync(device: torch.device) -> None:
 
 
 def make_step(config, device):
+    """The trainer's step on one device, with the config's channels_last choice (CUDA); see compile_step."""
     moco = build_moco(config.model).to(device)
-    if device.type == "cuda":
+    if device.type == "cuda" and config.train.channels_last:
         moco = moco.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.Adam(moco.encoder_q.parameters(), lr=config.train.lr)
     autocast = torch.bfloat16 if device.type == "cuda" else None
     return PalStep(moco, moco, optimizer, config.model.temperature, 0.0, autocast)
+
+
+def compile_step(step: PalStep) -> None:
+    """train.compile: the backbones compiled in place, as `uptal pretrain` does (after the FLOPs are counted:
+    the counter runs the eager modules)."""
+    step.moco.encoder_q.backbone.compile()
+    step.moco.encoder_k.backbone.compile()
 
 
 def synthetic_batch(config, batch: int, device: torch.device):
@@ -150,6 +158,8 @@ def run(args) -> dict:
     step = make_step(config, device)
     clips, plan = synthetic_batch(config, batch, device)
     flops = step_flops(step, clips, plan)
+    if config.train.compile:
+        compile_step(step)
     synthetic_s = time_synthetic(step, clips, plan, args.steps, device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     peak = matmul_rate(device, dtype, 8192 if device.type == "cuda" else 1024)
@@ -184,7 +194,7 @@ def run(args) -> dict:
         row.update(backbone=config.model.backbone, batch=batch)
     return {"rows": rows, "flops_per_step": flops, "peak_flops": peak, "peak_dtype": str(dtype),
             "device": str(device), "config": args.config, "overrides": args.overrides, "targets": TARGETS,
-            "transcoded": args.transcoded}
+            "transcoded": args.transcoded, "compiled": config.train.compile}
 
 
 def main(argv=None) -> int:
@@ -228,7 +238,7 @@ def main(argv=None) -> int:
     if args.smoke:
         print(json.dumps({"smoke_rows": len(result["rows"])}))
     elif not args.no_save:
-        name = "bench_train_transcoded" if args.transcoded else "bench_train"
+        name = "bench_train" + ("_transcoded" if args.transcoded else "") + ("_compiled" if result["compiled"] else "")
         print(f"wrote {write_result(name, 'cuda' if cuda else 'cpu', result)}")
     return 0
 

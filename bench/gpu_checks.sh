@@ -6,11 +6,13 @@
 #
 # BUDGET_S: seconds the whole script may take (default 540): later steps get what is left, and are skipped
 # when nothing is. STEPS: the steps to run (default all: build info pytest_cuda bench_synthesis ncu_synthesis
-# bench_infonce pytest_all bench_train bench_train_transcoded bench_data bench_extract extract pretrain_demo), in this file's order. PYTEST_ALL: what pytest_all runs (default
-# tests). SYNTHESIS_ARGS, TRAIN_ARGS, DATA_ARGS: extra arguments of those benchmarks. WHEELS: optional folder of wheels to install first (PyAV where the node lacks it). OUT: where logs and the
-# benchmark JSON go: one archive, $OUT/gpu_checks.tar.gz, refreshed after every step (so a run cut short still
-# returns what it did), holding <step>.log for each step and results/<gpu>/*.json (also written to
-# bench/results/<gpu>/). The last lines printed are a summary of every step's exit status and time.
+# bench_infonce pytest_all bench_train bench_train_compiled bench_train_transcoded bench_data bench_extract
+# extract pretrain_demo), in this file's order. PYTEST_ALL: what pytest_all runs (default tests).
+# SYNTHESIS_ARGS, TRAIN_ARGS, DATA_ARGS: extra arguments of those benchmarks. WHEELS: optional folder of wheels
+# to install first (PyAV where the node lacks it). OUT: where logs and the benchmark JSON go: one archive,
+# $OUT/gpu_checks.tar.gz, refreshed after every step (so a run cut short still returns what it did), holding
+# <step>.log for each step and results/<gpu>/*.json (also written to bench/results/<gpu>/). The last lines
+# printed are a summary of every step's exit status and time.
 set -u -o pipefail
 OUT=${OUT:-/tmp/uptal-gpu}
 LOGS=$(mktemp -d)
@@ -70,6 +72,9 @@ step pytest_all 300 python3 -m pytest -q -p no:cacheprovider -n 8 --maxfail 20 $
 # workers (16-core nodes)
 step bench_train 240 python3 bench/bench_train.py --workers 12 --steps 40 --worker-priority normal low \
   --loader-workers 8 14 ${TRAIN_ARGS:-}
+# the same with the backbones compiled (train.compile=true), low worker priority only
+step bench_train_compiled 300 python3 bench/bench_train.py --workers 12 --steps 40 --worker-priority low \
+  train.compile=true ${TRAIN_ARGS:-}
 # the same on the demo videos' `uptal data transcode` copies: the data path users get with the README's recipe
 step bench_train_transcoded 240 python3 bench/bench_train.py --transcoded --workers 12 --steps 40 \
   --worker-priority normal low --loader-workers 8 14 ${TRAIN_ARGS:-}
