@@ -39,7 +39,7 @@ from uptal.data.index import load_index  # noqa: E402
 from uptal.data.loader import PalLoader  # noqa: E402
 from uptal.data.transcode import LIST_NAME, transcode  # noqa: E402
 from uptal.pal import build_plan  # noqa: E402
-from uptal.train.engine import PalStep, build_moco  # noqa: E402
+from uptal.train.engine import PalStep, build_moco, compile_backbones  # noqa: E402
 
 TARGETS = {"data_wait_fraction_gpu": 0.05}
 
@@ -65,20 +65,13 @@ def _sync(device: torch.device) -> None:
 
 
 def make_step(config, device):
-    """The trainer's step on one device, with the config's channels_last choice (CUDA); see compile_step."""
+    """The trainer's step on one device, with the config's channels_last choice (CUDA)."""
     moco = build_moco(config.model).to(device)
     if device.type == "cuda" and config.train.channels_last:
         moco = moco.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.Adam(moco.encoder_q.parameters(), lr=config.train.lr)
     autocast = torch.bfloat16 if device.type == "cuda" else None
     return PalStep(moco, moco, optimizer, config.model.temperature, 0.0, autocast)
-
-
-def compile_step(step: PalStep) -> None:
-    """train.compile: the backbones compiled in place, as `uptal pretrain` does (after the FLOPs are counted:
-    the counter runs the eager modules)."""
-    step.moco.encoder_q.backbone.compile()
-    step.moco.encoder_k.backbone.compile()
 
 
 def synthetic_batch(config, batch: int, device: torch.device):
@@ -158,8 +151,8 @@ def run(args) -> dict:
     step = make_step(config, device)
     clips, plan = synthetic_batch(config, batch, device)
     flops = step_flops(step, clips, plan)
-    if config.train.compile:
-        compile_step(step)
+    if config.train.compile:   # after counting the FLOPs: the counter runs the eager modules
+        compile_backbones(step.moco)
     synthetic_s = time_synthetic(step, clips, plan, args.steps, device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     peak = matmul_rate(device, dtype, 8192 if device.type == "cuda" else 1024)

@@ -20,7 +20,7 @@ from ..models.moco import MoCo
 from ..ops import region_infonce
 from ..pal import PalPlan, synthesize_batch
 
-__all__ = ["StepResult", "build_moco", "split_views", "PalStep"]
+__all__ = ["StepResult", "build_moco", "compile_backbones", "split_views", "PalStep"]
 
 
 @dataclass
@@ -42,6 +42,14 @@ def build_moco(model: ModelConfig) -> MoCo:
     encoder = build_clip_encoder(backbone, dim=model.dim, temporal_layers=model.temporal_layers)
     return MoCo(encoder, dim=model.dim, K=model.queue_size, m=model.momentum, shuffle_bn=model.shuffle_bn,
                 split_bn_groups=model.split_bn_groups)
+
+
+def compile_backbones(moco: MoCo) -> None:
+    """train.compile: torch.compile both backbones in place. The backbones are where the time goes; compiling
+    them in place (nn.Module.compile) keeps the state_dict keys of checkpoints unchanged, and keeps MoCo's
+    shuffles and queue out of the graph."""
+    moco.encoder_q.backbone.compile()
+    moco.encoder_k.backbone.compile()
 
 
 def _initialise(backbone: nn.Module, model: ModelConfig) -> None:

@@ -40,7 +40,7 @@ from ..data.loader import PalLoader
 from ..pal.picture import render_batch
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..models.moco import convert_sync_batchnorm
-from .engine import PalStep, StepResult, build_moco
+from .engine import PalStep, StepResult, build_moco, compile_backbones
 from .logger import RunLogger
 from .rng import rng_state, seed_everything, set_rng_state
 from .schedule import PlateauSchedule
@@ -250,10 +250,7 @@ class Pretrainer:
             device_ids = [env.device.index] if env.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(self.moco, device_ids=device_ids, **_no_buffer_sync())
         if c.train.compile:
-            # the backbones are where the time goes; compiling them in place (nn.Module.compile) keeps the
-            # state_dict keys of checkpoints unchanged, and keeps MoCo's shuffles and queue out of the graph
-            self.moco.encoder_q.backbone.compile()
-            self.moco.encoder_k.backbone.compile()
+            compile_backbones(self.moco)
         self.optimizer = torch.optim.Adam(self.moco.encoder_q.parameters(), lr=c.train.effective_lr,
                                           weight_decay=c.train.weight_decay)
         self.schedule = PlateauSchedule(self.optimizer, c.train.effective_lr, c.train.plateau_factor,
