@@ -101,7 +101,7 @@ class MoCo(nn.Module):
         if mode == "ddp":
             return self._keys_shuffled_across_ranks(clips_k)
         if mode == "split":
-            order = torch.randperm(clips_k.shape[0]).to(clips_k.device)
+            order = torch.randperm(clips_k.shape[0]).to(clips_k.device, non_blocking=True)   # no host sync
             shuffled = _encode_in_groups(self.encoder_k, clips_k[order], self.split_bn_groups)
             return shuffled[torch.argsort(order)]
         return self.encoder_k(clips_k)
@@ -110,7 +110,8 @@ class MoCo(nn.Module):
         local = clips_k.shape[0]
         everyone = dist.all_gather_cat(clips_k)                       # [W * B, J, 3, F, S, S], rank order
         # every rank draws (so their generators stay in step), rank 0's permutation is the one used
-        order = dist.broadcast(torch.randperm(everyone.shape[0]).to(clips_k.device), src=0)  # [W * B]
+        order = torch.randperm(everyone.shape[0]).to(clips_k.device, non_blocking=True)   # no host sync
+        order = dist.broadcast(order, src=0)                           # [W * B]
         mine = order[dist.rank() * local:(dist.rank() + 1) * local]
         shuffled_keys = dist.all_gather_cat(self.encoder_k(everyone[mine]))  # [W * B, J, D], shuffled order
         keys = shuffled_keys[torch.argsort(order)]                    # [W * B, J, D], rank order

@@ -227,7 +227,7 @@ def _check_regions(regions, name, batch, num_clips, device) -> torch.Tensor:
             bad = int(outside.nonzero()[0])
             raise ValueError(f"{name}: region [{bad}] = {values[bad].tolist()}: every region [s, e] must satisfy "
                              f"0 <= s <= e <= J - 1 = {num_clips - 1}")
-    return regions.to(device=device, dtype=torch.int64)
+    return regions.to(device=device, dtype=torch.int64, non_blocking=True)   # a blocking copy would sync the GPU
 
 
 def _require(ok: bool, name: str, message: str) -> None:

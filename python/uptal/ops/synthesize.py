@@ -169,9 +169,15 @@ def check_synthesis_inputs(videos, lengths, sources, frames, params, norm, size,
     _require(norm.shape == (2, 3) and bool(torch.isfinite(norm).all()) and bool((norm[0] != 0).all()), "norm",
              f"must be a finite [2, 3] tensor of per-channel scale (non-zero) and shift, got {norm.tolist()}")
 
+    # non_blocking: a blocking copy to a GPU waits until the device has finished all queued work (a host sync
+    # in every training step). From pageable memory CUDA stages the bytes before the call returns, so the
+    # checked CPU tensors may go right after.
     device = videos.device
-    return (videos.contiguous(), sources.to(device, torch.int32).contiguous(),
-            frames.to(device, torch.int32).contiguous(), params.to(device).contiguous(), norm.to(device).contiguous())
+
+    def moved(tensor, dtype=None):
+        return tensor.to(device, dtype, non_blocking=True).contiguous()
+
+    return videos.contiguous(), moved(sources, torch.int32), moved(frames, torch.int32), moved(params), moved(norm)
 
 
 def _require(ok: bool, name: str, message: str) -> None:
