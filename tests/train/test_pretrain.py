@@ -73,7 +73,7 @@ def test_resume_continues_exactly(tiny_videos, tmp_path):
     assert [r["loss"] for r in records(straight, "train")][4:] == [r["loss"] for r in records(resumed, "train")][4:]
 
 
-def test_non_finite_loss_stops_with_step_batch_and_checkpoint(tiny_videos, tmp_path, monkeypatch):
+def poison_loss_at_call(monkeypatch, bad_call: int) -> None:
     import uptal.train.engine as engine
     real = engine.region_infonce
     calls = {"n": 0}
@@ -81,12 +81,59 @@ def test_non_finite_loss_stops_with_step_batch_and_checkpoint(tiny_videos, tmp_p
     def poisoned(*args, **kwargs):
         loss, stats, keys = real(*args, **kwargs)
         calls["n"] += 1
-        return (loss * float("nan") if calls["n"] == 3 else loss), stats, keys
+        return (loss * float("nan") if calls["n"] == bad_call else loss), stats, keys
 
     monkeypatch.setattr(engine, "region_infonce", poisoned)
+
+
+def test_non_finite_loss_stops_with_step_batch_and_checkpoint(tiny_videos, tmp_path, monkeypatch):
+    poison_loss_at_call(monkeypatch, 3)
     with pytest.raises(TrainingError, match=r"non-finite loss nan at step 3 \(epoch 0, batch 2; videos .*"
                                             r"last checkpoint: .*step-000000002.pt"):
         run(tiny_videos, tmp_path / "nan", "train.checkpoint_every=2")
+
+
+def test_a_step_with_a_non_finite_loss_is_never_checkpointed(tiny_videos, tmp_path, monkeypatch):
+    poison_loss_at_call(monkeypatch, 2)   # step 2 is due for a checkpoint
+    with pytest.raises(TrainingError, match=r"non-finite loss nan at step 2 .* last checkpoint: none written yet"):
+        run(tiny_videos, tmp_path / "nan", "train.checkpoint_every=2")
+    assert list_checkpoints(tmp_path / "nan" / "checkpoints") == []
+
+
+class _RecordedLoss:
+    """A step's loss that notes when the trainer reads it."""
+
+    def __init__(self, loss, step, events):
+        self.loss, self.step, self.events = loss, step, events
+
+    def __float__(self):
+        self.events.append(("read", self.step))
+        return float(self.loss)
+
+
+def test_each_loss_is_read_after_the_next_step_is_queued(tiny_videos, tmp_path, monkeypatch):
+    """On a GPU, reading a loss waits for the device: read before the next step is queued, the GPU would idle
+    while the host fetches and launches it. A checkpoint reads its own step first (checkpoint_every=2)."""
+    from uptal.train.engine import PalStep
+    real = PalStep.train_step
+    events, losses = [], []
+
+    def recorded(self, clips, plan):
+        result = real(self, clips, plan)
+        events.append(("step", len([e for e in events if e[0] == "step"]) + 1))
+        losses.append(result.loss)
+        result.loss = _RecordedLoss(result.loss, events[-1][1], events)
+        return result
+
+    monkeypatch.setattr(PalStep, "train_step", recorded)
+    out = run(tiny_videos, tmp_path / "late", "train.checkpoint_every=2", "train.epochs=2")
+    first = [event for i, event in enumerate(events) if event not in events[:i]]   # a logged loss is read twice
+    assert first == [("step", 1), ("step", 2), ("read", 1), ("read", 2),    # step 2 is checkpointed
+                     ("step", 3), ("read", 3),                              # the end of epoch 1 (3 steps)
+                     ("step", 4), ("read", 4),                              # checkpointed
+                     ("step", 5), ("step", 6), ("read", 5), ("read", 6)]
+    assert [r["step"] for r in records(out, "train")] == list(range(1, 7))
+    assert [r["loss"] for r in records(out, "train")] == [float(e) for e in losses]
 
 
 def test_bad_config_is_an_error_naming_the_key(tmp_path, capsys):

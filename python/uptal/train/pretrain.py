@@ -12,9 +12,10 @@ Distributed: the same command under torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MAST
 environment) uses NCCL on CUDA and gloo on the CPU. train.batch_size is global; each rank takes an equal
 share. Only rank 0 writes files.
 
-Stopping: SIGTERM or SIGINT (a scheduler's preemption, Ctrl-C) finishes the current step, writes a
-checkpoint and exits 0; a second signal stops at once. A non-finite loss stops the run with an error that
-names the step, the batch, its videos and the last checkpoint.
+Stopping: SIGTERM or SIGINT (a scheduler's preemption, Ctrl-C) finishes the current step and the next (the
+host reads each step's stop vote one step late, see `_train_epoch`), writes a checkpoint and exits 0; a second
+signal stops at once. A non-finite loss stops the run with an error that names the step, the batch, its videos
+and the last checkpoint.
 """
 from __future__ import annotations
 
@@ -93,13 +94,19 @@ class DistEnv:
         if self.world_size > 1:
             torch.distributed.barrier()
 
-    def any(self, flag: bool) -> bool:
-        """True on every rank when `flag` is True on any rank (so that all ranks stop at the same step)."""
+    def start_any(self, flag: bool) -> bool | torch.Tensor:
+        """Start a vote: `read_any` of the result is True on every rank when `flag` is True on any rank (so that
+        all ranks stop at the same step). Every rank must start every vote. The reduction runs on the device
+        without the host waiting for it: the host waits only when it reads the vote."""
         if self.world_size == 1:
             return flag
-        value = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        value = torch.full((1,), 1.0 if flag else 0.0, device=self.device)   # made on the device: no copy
         torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-        return bool(value.item())
+        return value
+
+    @staticmethod
+    def read_any(vote: bool | torch.Tensor) -> bool:
+        return bool(vote.item()) if isinstance(vote, torch.Tensor) else vote
 
     def mean(self, value: float) -> float:
         if self.world_size == 1:
@@ -343,34 +350,56 @@ class Pretrainer:
             self.logger.close()
 
     def _train_epoch(self, stop: _StopRequest) -> bool:
-        """Train the rest of the current epoch; True when a stop was requested."""
+        """Train the rest of the current epoch; True when the run must stop (a signal, train.max_steps).
+
+        The host reads a step's results (the loss and its non-finite check, the log line, the stop vote) only
+        after it has queued the next step: reading a value on a GPU waits until the device has finished, and
+        waiting before the next step is queued would leave the GPU idle while the host fetches the next
+        batch and launches its kernels. A checkpoint first reads the step it saves, so none holds the
+        weights of a step whose loss was not finite."""
         c, p = self.config.train, self.position
         steps = self.steps_in_epoch()
         self.train_loader.set_epoch(p.epoch, start_batch=min(p.batch_in_epoch, steps))
         meter = _Meter()
         bar = _progress(self.env.is_main, steps, p.batch_in_epoch, f"epoch {p.epoch + 1}/{c.epochs}")
         batches = iter(self.train_loader)
+        queued: _QueuedStep | None = None     # the newest step, its results not read yet
+        stopping = False
         try:
-            while p.batch_in_epoch < steps:
+            while p.batch_in_epoch < steps and not stopping:
                 waited = time.perf_counter()
                 batch = next(batches)
                 meter.data_ready(time.perf_counter() - waited)
                 clips = self.step.clips(batch, self.env.device)
                 self.schedule.set_step(p.step)
                 result = self.step.train_step(clips, batch.plan)
-                self._check_finite(result, batch)
-                self.epoch_losses.append(float(result.loss))
                 p.step += 1
                 p.batch_in_epoch += 1
                 meter.step_done(batch.batch_size * self.env.world_size)
-                self._log_step(result, meter, bar, clips, batch)
+                done = _QueuedStep(result, batch, p.step, p.batch_in_epoch, lr=self.schedule.current,
+                                   stop_vote=self.env.start_any(stop.requested),
+                                   clips=clips if self._picture_due(p.step) else None)
+                if queued is not None:
+                    stopping |= self._read_step(queued, meter, bar)
+                queued = done
                 if c.checkpoint_every and p.step % c.checkpoint_every == 0:
+                    stopping |= self._read_step(queued, meter, bar)
+                    queued = None
                     self.save()
-                if self.env.any(stop.requested) or (c.max_steps and p.step >= c.max_steps):
-                    return True
+                stopping |= bool(c.max_steps and p.step >= c.max_steps)
+            if queued is not None:
+                stopping |= self._read_step(queued, meter, bar)
         finally:
             bar.close()
-        return False
+        return stopping
+
+    def _read_step(self, done: "_QueuedStep", meter: "_Meter", bar) -> bool:
+        """Read a queued step's results: non-finite check, epoch loss, log line; True when any rank asked to
+        stop at that step."""
+        self._check_finite(done)
+        self.epoch_losses.append(float(done.result.loss))
+        self._log_step(done, meter, bar)
+        return self.env.read_any(done.stop_vote)
 
     def _end_epoch(self) -> None:
         p = self.position
@@ -428,38 +457,58 @@ class Pretrainer:
             count += 1
         return {name: self.env.mean(total / max(count, 1)) for name, total in totals.items()}
 
-    def _queue_fill(self) -> float:
-        """Fraction of the queue holding real keys (it starts as random unit vectors)."""
-        written = self.position.step * self.config.train.batch_size
+    def _queue_fill(self, step: int | None = None) -> float:
+        """Fraction of the queue holding real keys after `step` steps (default: all done so far); it starts as
+        random unit vectors."""
+        written = (self.position.step if step is None else step) * self.config.train.batch_size
         return min(1.0, written / self.config.model.queue_size)
 
-    def _check_finite(self, result: StepResult, batch) -> None:
-        if math.isfinite(float(result.loss)):
+    def _check_finite(self, done: "_QueuedStep") -> None:
+        loss = float(done.result.loss)
+        if math.isfinite(loss):
             return
         where = self.last_checkpoint or "none written yet"
-        raise TrainingError(f"non-finite loss {float(result.loss)} at step {self.position.step + 1} "
+        batch = done.batch
+        raise TrainingError(f"non-finite loss {loss} at step {done.step} "
                             f"(epoch {self.position.epoch}, batch {batch.index}; videos {batch.paths}); "
                             f"last checkpoint: {where}. Lower train.lr or set train.grad_clip, then resume.")
 
-    def _log_step(self, result: StepResult, meter: "_Meter", bar, clips: torch.Tensor, batch) -> None:
-        c, p = self.config.train, self.position
+    def _picture_due(self, step: int) -> bool:
+        c = self.config.train
+        return bool(c.image_every) and (step % c.image_every == 0 or step == 1) and self.env.is_main
+
+    def _log_step(self, done: "_QueuedStep", meter: "_Meter", bar) -> None:
+        c, result = self.config.train, done.result
         bar.update(1)
-        if p.step % c.log_every == 0 or p.batch_in_epoch == 1:
-            values = {"loss": float(result.loss), "lr": self.schedule.current,
+        if done.step % c.log_every == 0 or done.batch_in_epoch == 1:
+            values = {"loss": float(result.loss), "lr": done.lr,
                       "positive_similarity": float(result.positive_similarity),
                       "negative_similarity": float(result.negative_similarity),
-                      "accuracy": float(result.accuracy), "queue_fill": self._queue_fill(),
+                      "accuracy": float(result.accuracy), "queue_fill": self._queue_fill(done.step),
                       "data_wait_fraction": meter.data_wait_fraction, "samples_per_s": meter.samples_per_s,
-                      "epoch": p.epoch + p.batch_in_epoch / max(self.steps_in_epoch(), 1)}
+                      "epoch": self.position.epoch + done.batch_in_epoch / max(self.steps_in_epoch(), 1)}
             if result.grad_norm is not None:
                 values["grad_norm"] = float(result.grad_norm)
             if self.env.device.type == "cuda":
                 values["gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.env.device) / 1e9
-            self.logger.scalars(p.step, values)
+            self.logger.scalars(done.step, values)
             bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['accuracy']:.2f}",
                             sps=f"{meter.samples_per_s:.1f}", wait=f"{meter.data_wait_fraction:.0%}")
-        if c.image_every and (p.step % c.image_every == 0 or p.step == 1) and self.env.is_main:
-            self.logger.image(p.step, render_batch(clips, batch.plan))
+        if done.clips is not None:
+            self.logger.image(done.step, render_batch(done.clips, done.batch.plan))
+
+
+@dataclass
+class _QueuedStep:
+    """A training step the host has queued; its results (device scalars on a GPU) are read one step later."""
+
+    result: StepResult
+    batch: Any
+    step: int                      # position.step once this step is done
+    batch_in_epoch: int
+    lr: float
+    stop_vote: Any                 # DistEnv.start_any of the stop request at this step
+    clips: torch.Tensor | None     # kept only when this step's picture is due
 
 
 def _no_buffer_sync() -> dict:
