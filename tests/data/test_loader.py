@@ -173,6 +173,28 @@ def _frames_of_epochs(loader: PalLoader, epochs: int, hold: bool) -> tuple[list,
     return frames, held
 
 
+def test_a_batch_leaving_a_worker_shares_only_its_frames(video_folder):
+    """Pickled as DataLoader workers do (torch's ForkingPickler), lengths and plan travel inside the message:
+    as tensors, each of their storages would be a shared-memory segment fetched over its own connection."""
+    from multiprocessing.reduction import ForkingPickler
+    loader = make_loader(video_folder, batch_size=3)
+    loader.set_epoch(0)
+    batch = next(iter(loader))
+    arrived = ForkingPickler.loads(ForkingPickler.dumps(batch))
+    assert batch.videos.is_shared() and not batch.lengths.is_shared()
+    plan_tensors = {name: value for name, value in batch.plan.to_dict().items() if isinstance(value, torch.Tensor)}
+    assert len(plan_tensors) == 17 and not any(t.is_shared() for t in plan_tensors.values())
+    assert torch.equal(arrived.videos, batch.videos) and torch.equal(arrived.lengths, batch.lengths)
+    for name, value in arrived.plan.to_dict().items():
+        expected = getattr(batch.plan, name)
+        if isinstance(expected, torch.Tensor):
+            assert value.dtype == expected.dtype and torch.equal(value, expected), name
+        else:
+            assert value == expected, name
+    assert torch.equal(synthesize_batch(arrived.videos, arrived.lengths, arrived.plan),
+                       synthesize_batch(batch.videos, batch.lengths, batch.plan))
+
+
 def test_workers_reuse_their_batch_buffers_without_mixing_batches(video_folder):
     from uptal.data.batch_buffers import MAX_SLOTS
     one_worker = DataConfig(**{**DATA.__dict__, "workers": 1, "prefetch": 2})

@@ -27,9 +27,14 @@ import weakref
 import torch
 from torch.utils.data import get_worker_info
 
-__all__ = ["BatchBuffers", "SlotLease", "MAX_SLOTS"]
+__all__ = ["BatchBuffers", "SlotLease", "MAX_SLOTS", "GROWTH_HEADROOM"]
 
 MAX_SLOTS = 16          # reusable slots per worker; more batches in flight get one-off segments
+# A slot grows 1/8 beyond the batch that needs it: a batch's frame count varies (136-154 frames per window
+# over 50 batches of the paper's config), and a slot grown to the exact size would be replaced again and again,
+# each time a new segment whose pages the worker faults in as it fills it (~300 MB) and a new mapping in
+# the main process, which unmaps the old one.
+GROWTH_HEADROOM = 1.125
 _FREE, _BUSY = 0, 1
 _registry: "weakref.WeakValueDictionary[str, BatchBuffers]" = weakref.WeakValueDictionary()
 _tokens = itertools.count()
@@ -69,7 +74,7 @@ class BatchBuffers:
 
     def _free_slot(self, worker: int, nbytes: int) -> int | None:
         """A free slot of this worker that holds `nbytes` (the smallest such), else a free one grown to
-        `nbytes`, else a new one; None when all MAX_SLOTS are busy."""
+        `nbytes` plus headroom, else a new one; None when all MAX_SLOTS are busy."""
         free = [s for s in range(MAX_SLOTS) if int(self.flags[worker, s]) == _FREE]
         made = [s for s in free if self._worker_slots[s] is not None]
         fitting = [s for s in made if self._worker_slots[s].nbytes() >= nbytes]
@@ -79,7 +84,7 @@ class BatchBuffers:
         if not candidates:
             return None
         slot = candidates[0]
-        self._worker_slots[slot] = torch.UntypedStorage._new_shared(nbytes)
+        self._worker_slots[slot] = torch.UntypedStorage._new_shared(math.ceil(nbytes * GROWTH_HEADROOM))
         return slot
 
     def release_in_worker(self, lease: SlotLease) -> None:

@@ -127,9 +127,22 @@ class SourceBatch:
     def batch_size(self) -> int:
         return self.videos.shape[0]
 
+    def __getstate__(self) -> dict:
+        """Leaving a worker: the lengths and the plan travel inside the message, as numpy arrays. As tensors,
+        each of their 18 storages would become a shared-memory segment of its own, which the main process
+        fetches over a new socket connection with an authentication handshake (torch's file_descriptor
+        sharing): about 2 ms each there, for a few kB."""
+        state = dict(self.__dict__)
+        state["lengths"] = self.lengths.numpy()
+        state["plan"] = {name: _as_array(value) for name, value in self.plan.to_dict().items()}
+        return state
+
     def __setstate__(self, state: dict) -> None:
-        """Arriving in the main process: the lease goes onto the frames tensor, whose buffer stays mapped for
-        the next batch that reuses it."""
+        """Arriving in the main process: lengths and plan become tensors again (over the received arrays, no
+        copy); the lease goes onto the frames tensor, whose buffer stays mapped for the next batch that
+        reuses it."""
+        state["lengths"] = torch.from_numpy(state["lengths"])
+        state["plan"] = PalPlan(**{name: _as_tensor(value) for name, value in state["plan"].items()})
         self.__dict__.update(state)
         if self.lease is not None:
             self.lease.remember(self.videos)
@@ -141,6 +154,14 @@ class SourceBatch:
         shared frames are dropped."""
         return replace(self, videos=self.videos.pin_memory(),
                        clips=None if self.clips is None else self.clips.pin_memory())
+
+
+def _as_array(value):
+    return value.numpy() if isinstance(value, torch.Tensor) else value
+
+
+def _as_tensor(value):
+    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
 
 
 # ---------------------------------------------------------------------------------------------------------
