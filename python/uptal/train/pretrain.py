@@ -376,9 +376,10 @@ class Pretrainer:
                 p.step += 1
                 p.batch_in_epoch += 1
                 meter.step_done(batch.batch_size * self.env.world_size)
-                done = _QueuedStep(result, batch, p.step, p.batch_in_epoch, lr=self.schedule.current,
-                                   stop_vote=self.env.start_any(stop.requested),
-                                   clips=clips if self._picture_due(p.step) else None)
+                done = _QueuedStep(result, p.step, p.batch_in_epoch, lr=self.schedule.current,
+                                   stop_vote=self.env.start_any(stop.requested), batch_index=batch.index,
+                                   paths=batch.paths,
+                                   picture=(clips, batch.plan) if self._picture_due(p.step) else None)
                 if queued is not None:
                     stopping |= self._read_step(queued, meter, bar)
                 queued = done
@@ -468,9 +469,8 @@ class Pretrainer:
         if math.isfinite(loss):
             return
         where = self.last_checkpoint or "none written yet"
-        batch = done.batch
         raise TrainingError(f"non-finite loss {loss} at step {done.step} "
-                            f"(epoch {self.position.epoch}, batch {batch.index}; videos {batch.paths}); "
+                            f"(epoch {self.position.epoch}, batch {done.batch_index}; videos {done.paths}); "
                             f"last checkpoint: {where}. Lower train.lr or set train.grad_clip, then resume.")
 
     def _picture_due(self, step: int) -> bool:
@@ -494,21 +494,24 @@ class Pretrainer:
             self.logger.scalars(done.step, values)
             bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['accuracy']:.2f}",
                             sps=f"{meter.samples_per_s:.1f}", wait=f"{meter.data_wait_fraction:.0%}")
-        if done.clips is not None:
-            self.logger.image(done.step, render_batch(done.clips, done.batch.plan))
+        if done.picture is not None:
+            self.logger.image(done.step, render_batch(*done.picture))
 
 
 @dataclass
 class _QueuedStep:
-    """A training step the host has queued; its results (device scalars on a GPU) are read one step later."""
+    """A training step the host has queued; its results (device scalars on a GPU) are read one step later.
+    It keeps what the log and the error messages need, not the batch: the batch's frames (a worker's shared
+    buffer, or pinned memory) are let go as soon as the step has been queued."""
 
     result: StepResult
-    batch: Any
     step: int                      # position.step once this step is done
     batch_in_epoch: int
     lr: float
     stop_vote: Any                 # DistEnv.start_any of the stop request at this step
-    clips: torch.Tensor | None     # kept only when this step's picture is due
+    batch_index: int
+    paths: list[str]
+    picture: tuple[torch.Tensor, Any] | None   # (clips, plan), only when this step's picture is due
 
 
 def _no_buffer_sync() -> dict:
