@@ -122,3 +122,41 @@ def test_two_rank_pretrain_stays_in_sync_on_disjoint_videos(tiny_videos, tmp_pat
                 and "num_batches" not in name:
             torch.testing.assert_close(second["state"][name], value, msg=name)
     assert (run / "checkpoints").is_dir() and list((run / "checkpoints").glob("step-*.pt"))
+
+
+def two_rank_pretrain_one_rank_signalled(rank: int, port: int, overrides: list[str], out: str) -> None:
+    """Rank 1 alone gets SIGTERM during its second step; both ranks must stop after the same step."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    import signal
+    from uptal.train.engine import PalStep
+    from uptal.train.pretrain import Pretrainer
+    torch.set_num_threads(1)
+    real, calls = PalStep.train_step, []
+
+    def step(self, clips, plan):
+        calls.append(1)
+        if rank == 1 and len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, clips, plan)
+
+    PalStep.train_step = step
+    trainer = Pretrainer(load_pretrain_config(None, overrides))
+    rc = trainer.fit()
+    torch.save({"rc": rc, "step": trainer.position.step, "steps_run": len(calls)}, f"{out}/stop{rank}.pt")
+    del trainer
+    _shut_down()
+
+
+def test_a_signal_on_one_rank_stops_every_rank_after_the_same_step(tiny_videos, tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    run = tmp_path / "run"
+    overrides = tiny_overrides(tiny_videos, run, "train.batch_size=4", "train.epochs=1000")   # 3 steps an epoch
+    mp.spawn(two_rank_pretrain_one_rank_signalled, args=(_free_port(), overrides, str(tmp_path)), nprocs=2,
+             join=True)
+    first, second = (torch.load(tmp_path / f"stop{r}.pt") for r in (0, 1))
+    assert first["rc"] == second["rc"] == 0
+    # the vote of step 2 is read once step 3 is queued (mid-epoch): both ranks stop after step 3
+    assert first["step"] == second["step"] == 3 and first["steps_run"] == second["steps_run"] == 3
+    assert list((run / "checkpoints").glob("step-000000003.pt"))
+
