@@ -40,6 +40,7 @@ from uptal.data.loader import PalLoader  # noqa: E402
 from uptal.data.transcode import LIST_NAME, transcode  # noqa: E402
 from uptal.pal import build_plan  # noqa: E402
 from uptal.train.engine import PalStep, build_moco, compile_backbones  # noqa: E402
+from uptal.train.host_values import HostValues  # noqa: E402
 
 TARGETS = {"data_wait_fraction_gpu": 0.05}
 
@@ -129,9 +130,9 @@ def time_data_path(step: PalStep, loader: PalLoader, steps: int, warmup: int,
         result = step.train_step(step.clips(batch, device), batch.plan)
         marks.step_queued()
         if queued is not None:
-            float(queued.loss)     # the trainer reads every loss (non-finite check), one step late
-        queued = result
-    float(queued.loss)
+            queued["loss"]         # the trainer reads every loss (non-finite check), one step late
+        queued = HostValues(result.scalars())
+    queued["loss"]
     _sync(device)
     total = time.perf_counter() - start
     return total / steps, waited / total, marks.idle_fraction()

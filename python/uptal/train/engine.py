@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -25,13 +25,17 @@ __all__ = ["StepResult", "build_moco", "compile_backbones", "split_views", "PalS
 
 @dataclass
 class StepResult:
-    """Detached scalars of one step (0-d tensors: reading them is the only host sync)."""
+    """Detached scalars of one step (0-d tensors on the step's device; read them on the host through
+    `uptal.train.host_values.HostValues(result.scalars())`, which does not wait for later steps)."""
 
     loss: torch.Tensor
     positive_similarity: torch.Tensor
     negative_similarity: torch.Tensor
     accuracy: torch.Tensor
     grad_norm: torch.Tensor | None = None
+
+    def scalars(self) -> dict[str, torch.Tensor | None]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def build_moco(model: ModelConfig) -> MoCo:

@@ -41,7 +41,8 @@ from ..data.loader import PalLoader
 from ..pal.picture import render_batch
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..models.moco import convert_sync_batchnorm
-from .engine import PalStep, StepResult, build_moco, compile_backbones
+from .engine import PalStep, build_moco, compile_backbones
+from .host_values import HostValues
 from .logger import RunLogger
 from .rng import rng_state, seed_everything, set_rng_state
 from .schedule import PlateauSchedule
@@ -95,18 +96,14 @@ class DistEnv:
             torch.distributed.barrier()
 
     def start_any(self, flag: bool) -> bool | torch.Tensor:
-        """Start a vote: `read_any` of the result is True on every rank when `flag` is True on any rank (so that
-        all ranks stop at the same step). Every rank must start every vote. The reduction runs on the device
-        without the host waiting for it: the host waits only when it reads the vote."""
+        """Start a vote: the result is (or holds, non-zero) True on every rank when `flag` is True on any rank
+        (so that all ranks stop at the same step). Every rank must start every vote. With several ranks the
+        reduction runs on the device without the host waiting for it: read it through `HostValues`."""
         if self.world_size == 1:
             return flag
         value = torch.full((1,), 1.0 if flag else 0.0, device=self.device)   # made on the device: no copy
         torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
         return value
-
-    @staticmethod
-    def read_any(vote: bool | torch.Tensor) -> bool:
-        return bool(vote.item()) if isinstance(vote, torch.Tensor) else vote
 
     def mean(self, value: float) -> float:
         if self.world_size == 1:
@@ -376,9 +373,9 @@ class Pretrainer:
                 p.step += 1
                 p.batch_in_epoch += 1
                 meter.step_done(batch.batch_size * self.env.world_size)
-                done = _QueuedStep(result, p.step, p.batch_in_epoch, lr=self.schedule.current,
-                                   stop_vote=self.env.start_any(stop.requested), batch_index=batch.index,
-                                   paths=batch.paths,
+                values = HostValues({**result.scalars(), "stop": self.env.start_any(stop.requested)})
+                done = _QueuedStep(values, p.step, p.batch_in_epoch, lr=self.schedule.current,
+                                   batch_index=batch.index, paths=batch.paths,
                                    picture=(clips, batch.plan) if self._picture_due(p.step) else None)
                 if queued is not None:
                     stopping |= self._read_step(queued, meter, bar)
@@ -398,9 +395,9 @@ class Pretrainer:
         """Read a queued step's results: non-finite check, epoch loss, log line; True when any rank asked to
         stop at that step."""
         self._check_finite(done)
-        self.epoch_losses.append(float(done.result.loss))
+        self.epoch_losses.append(float(done.values["loss"]))
         self._log_step(done, meter, bar)
-        return self.env.read_any(done.stop_vote)
+        return bool(done.values["stop"])
 
     def _end_epoch(self) -> None:
         p = self.position
@@ -465,7 +462,7 @@ class Pretrainer:
         return min(1.0, written / self.config.model.queue_size)
 
     def _check_finite(self, done: "_QueuedStep") -> None:
-        loss = float(done.result.loss)
+        loss = float(done.values["loss"])
         if math.isfinite(loss):
             return
         where = self.last_checkpoint or "none written yet"
@@ -478,21 +475,21 @@ class Pretrainer:
         return bool(c.image_every) and (step % c.image_every == 0 or step == 1) and self.env.is_main
 
     def _log_step(self, done: "_QueuedStep", meter: "_Meter", bar) -> None:
-        c, result = self.config.train, done.result
+        c, values = self.config.train, done.values
         bar.update(1)
         if done.step % c.log_every == 0 or done.batch_in_epoch == 1:
-            values = {"loss": float(result.loss), "lr": done.lr,
-                      "positive_similarity": float(result.positive_similarity),
-                      "negative_similarity": float(result.negative_similarity),
-                      "accuracy": float(result.accuracy), "queue_fill": self._queue_fill(done.step),
+            logged = {"loss": float(values["loss"]), "lr": done.lr,
+                      "positive_similarity": values["positive_similarity"],
+                      "negative_similarity": values["negative_similarity"],
+                      "accuracy": values["accuracy"], "queue_fill": self._queue_fill(done.step),
                       "data_wait_fraction": meter.data_wait_fraction, "samples_per_s": meter.samples_per_s,
                       "epoch": self.position.epoch + done.batch_in_epoch / max(self.steps_in_epoch(), 1)}
-            if result.grad_norm is not None:
-                values["grad_norm"] = float(result.grad_norm)
+            if values["grad_norm"] is not None:
+                logged["grad_norm"] = values["grad_norm"]
             if self.env.device.type == "cuda":
-                values["gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.env.device) / 1e9
-            self.logger.scalars(done.step, values)
-            bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['accuracy']:.2f}",
+                logged["gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.env.device) / 1e9
+            self.logger.scalars(done.step, logged)
+            bar.set_postfix(loss=f"{logged['loss']:.3f}", acc=f"{logged['accuracy']:.2f}",
                             sps=f"{meter.samples_per_s:.1f}", wait=f"{meter.data_wait_fraction:.0%}")
         if done.picture is not None:
             self.logger.image(done.step, render_batch(*done.picture))
@@ -500,15 +497,14 @@ class Pretrainer:
 
 @dataclass
 class _QueuedStep:
-    """A training step the host has queued; its results (device scalars on a GPU) are read one step later.
-    It keeps what the log and the error messages need, not the batch: the batch's frames (a worker's shared
-    buffer, or pinned memory) are let go as soon as the step has been queued."""
+    """A training step the host has queued; its results are read one step later. It keeps what the log and
+    the error messages need, not the batch: the batch's frames (a worker's shared buffer, or pinned memory)
+    are let go as soon as the step has been queued."""
 
-    result: StepResult
+    values: HostValues             # StepResult's scalars and "stop": any rank's stop request at this step
     step: int                      # position.step once this step is done
     batch_in_epoch: int
     lr: float
-    stop_vote: Any                 # DistEnv.start_any of the stop request at this step
     batch_index: int
     paths: list[str]
     picture: tuple[torch.Tensor, Any] | None   # (clips, plan), only when this step's picture is due
