@@ -40,6 +40,7 @@ from uptal.data.loader import PalLoader  # noqa: E402
 from uptal.data.transcode import LIST_NAME, transcode  # noqa: E402
 from uptal.pal import build_plan  # noqa: E402
 from uptal.train.engine import PalStep, build_moco, compile_backbones  # noqa: E402
+from uptal.train.gpu_idle import GpuIdle  # noqa: E402
 from uptal.train.host_values import HostValues  # noqa: E402
 
 TARGETS = {"data_wait_fraction_gpu": 0.05}
@@ -109,8 +110,7 @@ def time_data_path(step: PalStep, loader: PalLoader, steps: int, warmup: int,
 
     As the trainer does, the host reads each step's loss only after it has queued the next step, so it may
     wait for a batch while the GPU still runs the previous step: the host's wait then overstates how long
-    the GPU starved. The GPU's idle time is measured on the device instead: an event before each step's first
-    copy and one after its last kernel; the gap from one step's end to the next one's start is idle time.
+    the GPU starved. The GPU's idle time is measured on the device instead (uptal.train.gpu_idle).
 
     First the `warmup` batches every worker made at once when the loader started are taken without training,
     so that timing starts with an empty prefetch queue: batches buffered while training ran would hide a loader
@@ -120,51 +120,24 @@ def time_data_path(step: PalStep, loader: PalLoader, steps: int, warmup: int,
     for _ in range(warmup):
         next(batches)
     _sync(device)
-    marks = _StepMarks(device)
-    waited, start, queued = 0.0, time.perf_counter(), None
+    idle = GpuIdle(device)
+    waited, start, queued, marks = 0.0, time.perf_counter(), None, []
     for _ in range(steps):
         before = time.perf_counter()
         batch = next(batches)
         waited += time.perf_counter() - before
-        marks.step_begins()
+        begin = idle.mark()
         result = step.train_step(step.clips(batch, device), batch.plan)
-        marks.step_queued()
+        marks.append((begin, idle.mark()))
         if queued is not None:
             queued["loss"]         # the trainer reads every loss (non-finite check), one step late
         queued = HostValues(result.scalars())
     queued["loss"]
     _sync(device)
     total = time.perf_counter() - start
-    return total / steps, waited / total, marks.idle_fraction()
-
-
-class _StepMarks:
-    """CUDA events around every step on the current stream (nothing on the CPU)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.begins: list = []
-        self.ends: list = []
-
-    def _event(self):
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        return event
-
-    def step_begins(self) -> None:
-        if self.cuda:
-            self.begins.append(self._event())
-
-    def step_queued(self) -> None:
-        if self.cuda:
-            self.ends.append(self._event())
-
-    def idle_fraction(self) -> float | None:
-        """Idle time between steps / time from the first step's start to the last one's end (after a sync)."""
-        if not self.cuda:
-            return None
-        idle = sum(end.elapsed_time(begin) for end, begin in zip(self.ends[:-1], self.begins[1:]))
-        return idle / self.begins[0].elapsed_time(self.ends[-1])
+    for begin, end in marks:
+        idle.add(begin, end)
+    return total / steps, waited / total, idle.fraction
 
 
 def time_loader_alone(loader: PalLoader, batches: int, warmup: int) -> float:

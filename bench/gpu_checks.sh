@@ -55,7 +55,8 @@ step info 60 python3 -m uptal.info
 # CUDA against the references: synthesis on every config and dtype, the Triton kernels at the paper's sizes,
 # MoCo and extraction on the device; a training step with no host sync in it, a step's scalars read early.
 step pytest_cuda 240 python3 -m pytest -q -p no:cacheprovider -n 4 tests/ops tests/models/test_moco.py \
-  tests/features/test_extract.py tests/train/test_gpu_step.py tests/train/test_host_values.py -k "cuda or gpu" -rs
+  tests/features/test_extract.py tests/train/test_gpu_step.py tests/train/test_host_values.py \
+  tests/train/test_gpu_idle.py -k "cuda or gpu" -rs
 step bench_synthesis 180 python3 bench/bench_synthesis.py --gpu-only --repeats 20 ${SYNTHESIS_ARGS:-}
 # Hardware counters of the synthesis kernels (third call: past the first launch's warm-up), when Nsight Compute
 # is there; --clock-control none: virtualised nodes do not let it lock the clocks.

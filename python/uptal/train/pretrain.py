@@ -42,6 +42,7 @@ from ..pal.picture import render_batch
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..models.moco import convert_sync_batchnorm
 from .engine import PalStep, build_moco, compile_backbones
+from .gpu_idle import GpuIdle
 from .host_values import HostValues
 from .logger import RunLogger
 from .rng import rng_state, seed_everything, set_rng_state
@@ -358,6 +359,7 @@ class Pretrainer:
         steps = self.steps_in_epoch()
         self.train_loader.set_epoch(p.epoch, start_batch=min(p.batch_in_epoch, steps))
         meter = _Meter()
+        gpu_idle = GpuIdle(self.env.device, window=meter.window)
         bar = _progress(self.env.is_main, steps, p.batch_in_epoch, f"epoch {p.epoch + 1}/{c.epochs}")
         batches = iter(self.train_loader)
         queued: _QueuedStep | None = None     # the newest step, its results not read yet
@@ -367,36 +369,39 @@ class Pretrainer:
                 waited = time.perf_counter()
                 batch = next(batches)
                 meter.data_ready(time.perf_counter() - waited)
+                begin = gpu_idle.mark()
                 clips = self.step.clips(batch, self.env.device)
                 self.schedule.set_step(p.step)
                 result = self.step.train_step(clips, batch.plan)
+                end = gpu_idle.mark()
                 p.step += 1
                 p.batch_in_epoch += 1
                 meter.step_done(batch.batch_size * self.env.world_size)
                 values = HostValues({**result.scalars(), "stop": self.env.start_any(stop.requested)})
-                done = _QueuedStep(values, p.step, p.batch_in_epoch, lr=self.schedule.current,
+                done = _QueuedStep(values, p.step, p.batch_in_epoch, lr=self.schedule.current, marks=(begin, end),
                                    batch_index=batch.index, paths=batch.paths,
                                    picture=(clips, batch.plan) if self._picture_due(p.step) else None)
                 if queued is not None:
-                    stopping |= self._read_step(queued, meter, bar)
+                    stopping |= self._read_step(queued, meter, gpu_idle, bar)
                 queued = done
                 if c.checkpoint_every and p.step % c.checkpoint_every == 0:
-                    stopping |= self._read_step(queued, meter, bar)
+                    stopping |= self._read_step(queued, meter, gpu_idle, bar)
                     queued = None
                     self.save()
                 stopping |= bool(c.max_steps and p.step >= c.max_steps)
             if queued is not None:
-                stopping |= self._read_step(queued, meter, bar)
+                stopping |= self._read_step(queued, meter, gpu_idle, bar)
         finally:
             bar.close()
         return stopping
 
-    def _read_step(self, done: "_QueuedStep", meter: "_Meter", bar) -> bool:
-        """Read a queued step's results: non-finite check, epoch loss, log line; True when any rank asked to
-        stop at that step."""
-        self._check_finite(done)
+    def _read_step(self, done: "_QueuedStep", meter: "_Meter", gpu_idle: GpuIdle, bar) -> bool:
+        """Read a queued step's results: non-finite check, epoch loss, GPU idle time, log line; True when any
+        rank asked to stop at that step."""
+        self._check_finite(done)                  # waits for the step's values: its events have passed too
         self.epoch_losses.append(float(done.values["loss"]))
-        self._log_step(done, meter, bar)
+        gpu_idle.add(*done.marks)
+        self._log_step(done, meter, gpu_idle, bar)
         return bool(done.values["stop"])
 
     def _end_epoch(self) -> None:
@@ -474,7 +479,7 @@ class Pretrainer:
         c = self.config.train
         return bool(c.image_every) and (step % c.image_every == 0 or step == 1) and self.env.is_main
 
-    def _log_step(self, done: "_QueuedStep", meter: "_Meter", bar) -> None:
+    def _log_step(self, done: "_QueuedStep", meter: "_Meter", gpu_idle: GpuIdle, bar) -> None:
         c, values = self.config.train, done.values
         bar.update(1)
         if done.step % c.log_every == 0 or done.batch_in_epoch == 1:
@@ -488,9 +493,11 @@ class Pretrainer:
                 logged["grad_norm"] = values["grad_norm"]
             if self.env.device.type == "cuda":
                 logged["gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.env.device) / 1e9
+                logged["gpu_idle_fraction"] = gpu_idle.fraction
             self.logger.scalars(done.step, logged)
+            on_gpu = {} if gpu_idle.fraction is None else {"gpu_idle": f"{gpu_idle.fraction:.0%}"}
             bar.set_postfix(loss=f"{logged['loss']:.3f}", acc=f"{logged['accuracy']:.2f}",
-                            sps=f"{meter.samples_per_s:.1f}", wait=f"{meter.data_wait_fraction:.0%}")
+                            sps=f"{meter.samples_per_s:.1f}", wait=f"{meter.data_wait_fraction:.0%}", **on_gpu)
         if done.picture is not None:
             self.logger.image(done.step, render_batch(*done.picture))
 
@@ -505,6 +512,7 @@ class _QueuedStep:
     step: int                      # position.step once this step is done
     batch_in_epoch: int
     lr: float
+    marks: tuple[Any, Any]         # GpuIdle marks: the batch in hand, the step queued (None off CUDA)
     batch_index: int
     paths: list[str]
     picture: tuple[torch.Tensor, Any] | None   # (clips, plan), only when this step's picture is due
