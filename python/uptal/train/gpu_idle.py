@@ -22,7 +22,7 @@ class GpuIdle:
         begin = idle.mark()          # the batch is in hand
         ... queue the step ...
         end = idle.mark()            # the step is queued
-        idle.add(begin, end)         # once the device has passed `end` (e.g. the step's HostValues were read)
+        idle.add(begin, end)         # best once the device has passed `end` (the step's HostValues were read)
         idle.fraction                # over the last `window` steps (None: all of them; None off CUDA)
     """
 
@@ -39,9 +39,10 @@ class GpuIdle:
         return event
 
     def add(self, begin: torch.cuda.Event | None, end: torch.cuda.Event | None) -> None:
-        """Record one step, in step order; both events must have completed on the device."""
+        """Record one step, in step order: best once the device has passed `end` (this waits for it)."""
         if not self.enabled:
             return
+        end.synchronize()   # elapsed_time of an event still pending would raise
         idle = self._previous_end.elapsed_time(begin) if self._previous_end is not None else 0.0
         self._records.append((idle, begin.elapsed_time(end)))
         self._previous_end = end
