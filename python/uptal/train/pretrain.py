@@ -351,9 +351,10 @@ class Pretrainer:
         """Train the rest of the current epoch; True when the run must stop (a signal, train.max_steps).
 
         The host reads a step's results (the loss and its non-finite check, the log line, the stop vote) only
-        after it has queued the next step: reading a value on a GPU waits until the device has finished, and
+        after it has queued the next step: reading a value on a GPU waits until the device has got there, and
         waiting before the next step is queued would leave the GPU idle while the host fetches the next
-        batch and launches its kernels. A checkpoint first reads the step it saves, so none holds the
+        batch and launches its kernels. The reads go through `HostValues`, which waits for that step only,
+        not for the one queued after it. A checkpoint first reads the step it saves, so none holds the
         weights of a step whose loss was not finite."""
         c, p = self.config.train, self.position
         steps = self.steps_in_epoch()
