@@ -3,7 +3,8 @@
 Two runs of the same step, side by side, to separate data from compute:
 - synthetic: clips made once in memory, so the step never waits for data (the compute ceiling);
 - data path: the real loader (decode once per batch, plan, synthesis in the worker on CPU / on the device
-  on GPU) feeding the same step, measuring the fraction of step time spent waiting for the next batch.
+  on GPU) feeding the same step, measuring the fraction of time the host waits for the next batch and, on
+  CUDA, the fraction the GPU sits idle between steps (the <= 5% target is judged on the latter).
 The data path is timed from an empty prefetch queue (the first wave of batches, workers x prefetch, is taken
 untimed and not trained on), and the demo videos are listed as many times as one epoch of the timed steps needs
 (a DataLoader drains its workers at each epoch's end).
@@ -130,7 +131,7 @@ def time_data_path(step: PalStep, loader: PalLoader, steps: int, warmup: int,
         result = step.train_step(step.clips(batch, device), batch.plan)
         marks.append((begin, idle.mark()))
         if queued is not None:
-            queued["loss"]         # the trainer reads every loss (non-finite check), one step late
+            queued["loss"]         # read, as the trainer reads every loss (non-finite check), one step late
         queued = HostValues(result.scalars())
     queued["loss"]
     _sync(device)
