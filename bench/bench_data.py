@@ -12,8 +12,10 @@ Reported per loader: samples/s, decode calls per sample, decoded frames per deli
 decoded windows / 2*J*F frames per sample), and the per-core decode rate (decoded frames per second per
 worker process). Each loader runs --repeats times (default 3), the two in turn so that the machine's drift hits
 both alike; samples/s and the ratio are medians over the repeats. Every timed run has a fresh loader whose
-workers exit after it, its first wave of batches (workers x prefetch) is taken untimed, and the files are listed
-as many times as one epoch of the run needs (a DataLoader drains its workers at each epoch's end). On the real
+workers exit after it, timed from its start (worker start-up included) to its last timed batch: nothing is
+decoded before the clock starts, so batches a deep prefetch queue finished during an untimed warm-up cannot
+count as free (both loaders queue `data.prefetch_batches` per worker). The files are listed as many times as
+one epoch of the run needs (a DataLoader drains its workers at each epoch's end). On the real
 files a run times 40 batches (`--shared-batches`), as a batch there takes about a second: timing 12, the
 ratios of three runs were 1.51-1.78x, timing 40, 2.04x and 2.09x (each run draws other files, and one 720p file
 costs as much as several others). The same comparison then runs on `uptal data transcode` copies of those
@@ -144,12 +146,14 @@ def summarise(name: str, raw: dict, pal: PalConfig, workers: int) -> dict:
 def bench_dataset(label: str, source: Path, pal: PalConfig, data: DataConfig, batch_size: int,
                   batches: int, repeats: int) -> list[dict]:
     """Both loaders, `repeats` times in turn (so that the machine's drift hits both alike); samples/s and the
-    ratio are medians over the repeats, the per-frame counts are totals. Every timed run has a fresh loader
-    whose workers exit after it, so the idle loader's workers never take cores from the timed one."""
+    ratio are medians over the repeats, the per-frame counts are totals. Every timed run has a fresh loader,
+    timed from its start, whose workers exit after it, so the idle loader's workers never take cores from the
+    timed one."""
     index = load_index(source, progress=False, cache=False)   # never write a cache into shared data
     files = len(index.usable())
-    index = repeated_index(index, batches + first_wave(data) + 2, batch_size)   # one epoch per timed run
+    index = repeated_index(index, batches + 2, batch_size)   # one epoch per timed run
     usable = index.usable()
+    prefetch = data.prefetch_batches(pal, batch_size)       # the same queue depth for both loaders
 
     def ours():
         loader = PalLoader(index, pal, data, batch_size, seed=0)
@@ -158,15 +162,15 @@ def bench_dataset(label: str, source: Path, pal: PalConfig, data: DataConfig, ba
     def naive():
         loader = DataLoader(NaivePalSamples(usable, pal, data), batch_size=batch_size, shuffle=True,
                             drop_last=True, num_workers=data.workers, persistent_workers=data.workers > 0,
-                            prefetch_factor=data.prefetch if data.workers else None, collate_fn=list,
+                            prefetch_factor=prefetch if data.workers else None, collate_fn=list,
                             generator=torch.Generator().manual_seed(0))
         return loader, endless(loader)
 
     ours_runs, naive_runs = [], []
     for _ in range(repeats):
-        ours_runs.append(timed_run(ours, batches, first_wave(data), lambda b: b.batch_size, lambda b: b.decodes,
+        ours_runs.append(timed_run(ours, batches, 0, lambda b: b.batch_size, lambda b: b.decodes,
                                    lambda b: b.decoded_frames))
-        naive_runs.append(timed_run(naive, batches, first_wave(data), len, lambda b: sum(s["decodes"] for s in b),
+        naive_runs.append(timed_run(naive, batches, 0, len, lambda b: sum(s["decodes"] for s in b),
                                     lambda b: sum(s["decoded_frames"] for s in b)))
     rows = [summarise("uptal (decode once)", _total(ours_runs), pal, data.workers),
             summarise("naive (per sample)", _total(naive_runs), pal, data.workers)]
@@ -198,10 +202,11 @@ def bench_overhead(source: Path, pal: PalConfig, data: DataConfig, batch_size: i
     rows = []
     for count in workers:
         counted = replace(data, workers=count)
-        index = repeated_index(videos, batches + first_wave(counted) + 2, batch_size)
+        warmup = first_wave(counted, pal, batch_size)
+        index = repeated_index(videos, batches + warmup + 2, batch_size)
         loader = PalLoader(index, pal, counted, batch_size, decoder=NullDecoder(), pin_memory=False)
         batches_seen = endless(loader, loader.set_epoch)
-        for _ in range(first_wave(counted)):
+        for _ in range(warmup):
             first = next(batches_seen)
         start = time.perf_counter()
         for _ in range(batches):

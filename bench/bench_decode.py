@@ -153,14 +153,14 @@ def bench_dropping(files: list[Path], data: DataConfig, rounds: int, repeats: in
 def loader_samples_per_s(source: Path, data: DataConfig, batch_size: int, batches: int,
                          decoder: PyAVDecoder | None = None) -> float:
     """PalLoader samples/s over `source`, after its first wave of batches (a fresh loader)."""
-    index = repeated_index(load_index(source, progress=False, cache=False), batches + first_wave(data) + 2,
-                           batch_size)
+    warmup = first_wave(data, PalConfig(), batch_size)
+    index = repeated_index(load_index(source, progress=False, cache=False), batches + warmup + 2, batch_size)
 
     def make():
         loader = PalLoader(index, PalConfig(), data, batch_size, seed=0, decoder=decoder)
         return loader, iter(loader)
 
-    run = timed_run(make, batches, first_wave(data), lambda b: b.batch_size, lambda b: b.decodes,
+    run = timed_run(make, batches, warmup, lambda b: b.batch_size, lambda b: b.decodes,
                     lambda b: b.decoded_frames)
     return run["samples"] / run["seconds"]
 

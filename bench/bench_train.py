@@ -187,19 +187,21 @@ def run(args) -> dict:
         source = "demo videos, transcoded" if args.transcoded else "demo videos"
         for priority in args.worker_priority:   # side by side: the workers' CPU priority against the step's
             data = replace(config.data, workers=args.workers, worker_priority=priority)
-            loader = PalLoader(repeated_index(videos, first_wave(data) + args.steps + 2, batch), config.pal, data,
+            warmup = first_wave(data, config.pal, batch)
+            loader = PalLoader(repeated_index(videos, warmup + args.steps + 2, batch), config.pal, data,
                                batch, synthesize=device.type == "cpu")
-            real_s, wait, gpu_idle = time_data_path(step, loader, args.steps, first_wave(data), device)
+            real_s, wait, gpu_idle = time_data_path(step, loader, args.steps, warmup, device)
             rows.append({"input": f"{source} (data path)", "priority": priority, "s_per_step": real_s,
                          "samples_per_s": batch / real_s, "data_wait": wait, "gpu_idle": gpu_idle,
                          "mfu": flops / real_s / peak})
             del loader
         for workers in args.loader_workers:   # the loader's own ceiling, no training step
             alone_data = replace(config.data, workers=workers)
-            alone = PalLoader(repeated_index(videos, first_wave(alone_data) + args.steps + 2, batch), config.pal,
+            warmup = first_wave(alone_data, config.pal, batch)
+            alone = PalLoader(repeated_index(videos, warmup + args.steps + 2, batch), config.pal,
                               alone_data, batch, synthesize=device.type == "cpu")
             rows.append({"input": "loader alone", "workers": workers,
-                         "samples_per_s": time_loader_alone(alone, args.steps, first_wave(alone_data))})
+                         "samples_per_s": time_loader_alone(alone, args.steps, warmup)})
             del alone
     for row in rows:
         row.setdefault("workers", args.workers)

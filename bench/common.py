@@ -68,10 +68,11 @@ def cuda_kernel_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2
     return sum(per_kernel.values()), sorted(per_kernel.items(), key=lambda item: -item[1])
 
 
-def first_wave(data) -> int:
-    """Batches a loader's workers make at once when it starts (workers x prefetch, of a DataConfig): a benchmark
-    takes them untimed, so that timing starts with an empty prefetch queue."""
-    return max(1, data.workers * data.prefetch)
+def first_wave(data, pal, batch_size: int) -> int:
+    """Batches a PalLoader's workers make at once when it starts (workers x prefetch, of a DataConfig at this
+    PAL config and batch size): a benchmark takes them untimed, so that timing starts with an empty prefetch
+    queue."""
+    return max(1, data.workers * data.prefetch_batches(pal, batch_size))
 
 
 def repeated_index(index, batches: int, batch_size: int):

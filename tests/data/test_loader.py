@@ -58,6 +58,25 @@ def test_window_frames_follow_the_pal_config():
     assert DATA.frames_to_decode(PAL) == 29
 
 
+def test_auto_prefetch_queues_small_batches_deeper_within_its_memory_budget():
+    auto = DataConfig()                    # 128 x 171 frames, 189 per window
+    batch_mb = lambda b: b * 189 * 128 * 171 * 3 / 2**20   # noqa: E731
+    assert int(512 // batch_mb(32)) == 1 and auto.prefetch_batches(PalConfig(), 32) == 2   # the paper: the floor
+    assert auto.prefetch_batches(PalConfig(), 8) == int(512 // batch_mb(8)) == 5
+    assert auto.prefetch_batches(PalConfig(), 4) == 8                           # 47 MB: the ceiling
+    assert replace(auto, prefetch=3).prefetch_batches(PalConfig(), 4) == 3      # set: used as it is
+    with pytest.raises(ValueError, match=r"data\.prefetch"):
+        DataConfig(prefetch=-1)
+
+
+def test_loader_queues_the_resolved_prefetch(video_folder):
+    loader = make_loader(video_folder, batch_size=3, data=replace(DATA, workers=1))
+    assert loader.prefetch == loader.loader.prefetch_factor == 8     # tiny batches: the ceiling
+    loader = make_loader(video_folder, batch_size=3, data=replace(DATA, workers=1, prefetch=3))
+    assert loader.prefetch == loader.loader.prefetch_factor == 3
+    assert make_loader(video_folder, batch_size=3).prefetch == 0     # no workers: nothing queued
+
+
 def test_batch_holds_each_video_once_with_its_plan(video_folder):
     loader = make_loader(video_folder, batch_size=4)
     assert len(loader) == NUM_VIDEOS // 4

@@ -578,11 +578,12 @@ class PalLoader:
         self._entry_id = {entry.path: i for i, entry in enumerate(usable)}
         self.epoch = 0
         pin = torch.cuda.is_available() if pin_memory is None else pin_memory
-        workers = data.workers
+        workers = self.workers = data.workers
+        self.prefetch = data.prefetch_batches(pal, batch_size) if workers > 0 else 0   # batches queued per worker
         low_priority = data.worker_priority == "low" or (data.worker_priority == "auto" and pin)
         self.loader = DataLoader(
             self.dataset, batch_size=None, sampler=self.sampler, num_workers=workers, pin_memory=pin,
-            persistent_workers=workers > 0, prefetch_factor=data.prefetch if workers > 0 else None,
+            persistent_workers=workers > 0, prefetch_factor=self.prefetch or None,
             worker_init_fn=lower_worker_priority if workers > 0 and low_priority else None,
             # its own generator: starting an iteration must not draw from torch's global one, or a resumed
             # run's model randomness (shuffle-BN permutations) would shift against the uninterrupted run's
