@@ -109,6 +109,42 @@ def test_avi_timestamps_are_not_trusted(tmp_path, monkeypatch):
     assert count == all_count and torch.equal(window.frames, whole.frames)
 
 
+def _remux_with_repeated_pts(source: Path, target: Path, frame: int) -> list[int]:
+    """Copy `source` with the packet of display frame `frame` given the pts of frame `frame - 1` (a muxer
+    rounding variable-rate times); returns the packets' pts in display order, as written."""
+    import av
+
+    with av.open(str(source)) as reader, av.open(str(target), "w", format="matroska") as writer:
+        stream = reader.streams.video[0]
+        out = writer.add_stream_from_template(stream)
+        packets = [packet for packet in reader.demux(stream) if packet.size]
+        shown = sorted(packet.pts for packet in packets)
+        for packet in packets:
+            if packet.pts == shown[frame]:
+                packet.pts = shown[frame - 1]
+            packet.stream = out
+            writer.mux(packet)
+    return shown[:frame] + [shown[frame - 1]] + shown[frame + 1:]
+
+
+def test_a_repeated_pts_is_placed_after_the_frame_before_and_dropping_agrees(videos, tmp_path, monkeypatch):
+    """Two frames with one pts (Matroska stores milliseconds) are two frames in a row, not out-of-order
+    timestamps: times stay presentation times (not decode times, earlier with B-frames), and dropping gives the
+    frames decoding everything gives."""
+    path = tmp_path / "repeated_pts.mkv"
+    pts = _remux_with_repeated_pts(videos["h264.mkv"], path, frame=30)
+    assert pts[29] == pts[30]
+    whole, _, _ = _decode(path, 0.0, 120, 30.0, None, monkeypatch, dropping=False)
+    assert read_ids(whole.frames) == list(range(120))
+    expected = [p / 1000 for p in pts[:30]] + [(pts[29] + 33) / 1000] + [p / 1000 for p in pts[31:120]]
+    assert whole.timestamps.tolist() == pytest.approx(expected)   # the second one frame (33 ms) later
+    rng = random.Random(1)
+    for fps, num in ((12.5, 20), (25.0, 40), (30.0, 60)):
+        for start in (0.0, 0.5, 0.9, rng.uniform(0.0, 2.0)):
+            _same_shown_frames(path, start, num, fps, None, monkeypatch)
+            _same_shown_frames(path, start, num, fps, _random_rows(rng, num, 0.4), monkeypatch)
+
+
 def test_only_one_decoder_thread_drops_frames(videos):
     """Frame threads would take a skip_frame change late."""
     media = decode_module._Media(videos["h264_60fps.mp4"])
@@ -135,6 +171,18 @@ def test_packets_read_before_a_demuxing_error_are_all_decoded():
             got.append((packet.pts, skippable))
     # 0 may be the first frame, 1..3 are hidden by 4 at the wanted 0.16 s, 4 is shown there
     assert got == [(0, False), (1, True), (2, True), (3, True), (4, False)]
+
+
+def test_after_a_repeated_pts_nothing_is_dropped():
+    """A repeated pts is re-timed by the decoder's caller, so packet timestamps prove nothing from then on."""
+    stream = SimpleNamespace(time_base=Fraction(1, 25), start_time=0)
+    wanted = [0.0, 0.16, 0.32, 0.48]
+
+    def marks(pts_list):
+        unshown = decode_module._UnshownFrames(stream, wanted=wanted, eps=0.001)
+        return [skippable for _, skippable in unshown.marked(SimpleNamespace(pts=p, size=100) for p in pts_list)]
+    assert marks(range(13)) == [False, True, True, True, False, True, True, True, False, True, True, True, False]
+    assert not any(marks([0, 1, 2, 3, 4, 5, 5, 7, 8, 9, 10, 11, 12]))   # seen within the look-ahead: none
 
 
 def test_drop_unshown_is_a_bool():

@@ -475,6 +475,8 @@ class _UnshownFrames:
         self.time_base, self.origin, self.eps = stream.time_base, _origin(stream), eps
         self.wanted = sorted(wanted)   # times of the positions whose frames are used
         self.seen: list[int] = []      # sorted pts of every packet demuxed so far
+        self.repeated_pts = False      # two packets with one pts: `_timed_frames` re-times one of them, so the
+                                       # packets' pts no longer prove anything: stop dropping
 
     @staticmethod
     def applies(container, stream) -> bool:
@@ -503,13 +505,15 @@ class _UnshownFrames:
 
     def _note(self, packet) -> None:
         if packet.pts is not None and packet.size:
-            bisect.insort(self.seen, packet.pts)
+            at = bisect.bisect_left(self.seen, packet.pts)
+            self.repeated_pts |= at < len(self.seen) and self.seen[at] == packet.pts
+            self.seen.insert(at, packet.pts)
 
     def _seconds(self, ticks: int) -> float:
         return _ticks_to_seconds(ticks - self.origin, self.time_base)
 
     def _unshown(self, packet) -> bool:
-        if packet.pts is None or not packet.size or packet.pts == self.seen[0]:
+        if packet.pts is None or not packet.size or packet.pts == self.seen[0] or self.repeated_pts:
             return False   # the earliest frame so far may be the first one: it also shows at earlier positions
         time = self._seconds(packet.pts)
         first_wanted = bisect.bisect_left(self.wanted, time - self.eps)
@@ -556,7 +560,9 @@ def _timed_frames(frames: Iterator[Any], stream) -> Iterator[_Timed]:
     Frames leave the decoder in display order, so their times must increase. Timestamps are the frames'
     pts unless those go backwards (packed B-frames in AVI give out-of-order pts while dts is right): from
     then on dts is used, and the frame held back one step is re-timed by its dts as well. A frame without a
-    usable timestamp is placed one frame duration after the previous one.
+    usable timestamp, or with the same one as the frame before it (a muxer's rounding of variable-rate
+    times), is placed one frame duration after the previous one; a repeated pts is not a reason to switch to
+    dts, which in MP4/Matroska with B-frames are decode times, earlier than the frames' own.
     """
     tb, origin = stream.time_base, _origin(stream)
     period_ticks = max(1, round(_nominal_period(stream) / float(tb)))
@@ -574,7 +580,7 @@ def _timed_frames(frames: Iterator[Any], stream) -> Iterator[_Timed]:
 
     for frame in frames:
         pts = frame.pts
-        if not use_dts and pts is not None and last_pts is not None and pts <= last_pts and frame.dts is not None:
+        if not use_dts and pts is not None and last_pts is not None and pts < last_pts and frame.dts is not None:
             use_dts = True
             if held and held[1].dts is not None:
                 held[0] = held[1].dts
