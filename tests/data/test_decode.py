@@ -68,6 +68,33 @@ def test_probe_avi_with_dropped_frames(tmp_path):
     assert window.timestamps.tolist() == pytest.approx([0, 0.1, 0.2, 0.2, 0.2, 0.5, 0.6, 0.6, 0.6, 0.9])
 
 
+def test_probe_leaves_out_packets_timed_far_outside_the_header_duration(cfr_video, tmp_path):
+    """A damaged MP4 sample table can time a frame hours after a 2.4 s clip: the duration must not follow it
+    (windows would be drawn where no frame is), `uptal data check` says so, and the frames still decode."""
+    import av
+
+    from uptal.data.check import file_warnings
+
+    damaged = tmp_path / "stray.mp4"
+    with av.open(str(cfr_video)) as reader, av.open(str(damaged), "w", format="mp4") as writer:
+        stream = reader.streams.video[0]
+        out = writer.add_stream_from_template(stream)
+        packets = [packet for packet in reader.demux(stream) if packet.size]
+        last_keyframe = max(packet.pts for packet in packets if packet.is_keyframe)
+        for packet in packets:
+            if packet.pts == last_keyframe:
+                packet.pts += round(3600 / stream.time_base)   # now shown an hour later
+            packet.stream = out
+            writer.mux(packet)
+    info = probe(damaged)
+    assert info.stray_packets == 1 and info.num_frames == 60
+    assert info.duration == pytest.approx(60 / 25)
+    assert any("1 packets timed far outside the header's duration" in w for w in file_warnings(info))
+    assert probe(cfr_video).stray_packets == 0 and not any("outside" in w for w in file_warnings(probe(cfr_video)))
+    window = decode_window(damaged, 0.0, 10, 25.0, 24, 48)
+    assert read_ids(window.frames) == list(range(10))
+
+
 # ---------------------------------------------------------------------------------------------- errors
 
 

@@ -84,6 +84,9 @@ def file_warnings(info: VideoInfo, listed_duration: float | None = None) -> list
         warnings.append(f"tiny frames: {info.width}x{info.height} (short side < {TINY_SIDE} px)")
     if info.header_frames and _far(info.header_frames, info.num_frames, _FRAME_SLACK):
         warnings.append(f"header says {info.header_frames} frames, the file holds {info.num_frames}")
+    if info.stray_packets:
+        warnings.append(f"{info.stray_packets} packets timed far outside the header's duration (damaged timestamps?): "
+                        f"left out, the video lasts {info.duration:.3g} s")
     if listed_duration is not None and _far(listed_duration, info.duration, _SECONDS_SLACK):
         warnings.append(f"the list says {listed_duration:g} s, the file lasts {info.duration:.3g} s")
     return warnings

@@ -35,7 +35,7 @@ import itertools
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence, Union, runtime_checkable
@@ -118,6 +118,9 @@ class VideoInfo:
     has_audio: the container also has at least one audio stream.
     header_frames: the frame count the container header announces (0 when it announces none); it can be
         wrong, which is why num_frames is counted instead (`uptal data check` flags large differences).
+    stray_packets: packets timed far outside the duration the header announces (damaged timestamps: a corrupt
+        MP4 sample table can put frames hours after, or before, a 3 s clip); `duration` ends with the last
+        packet timed within it, so that windows are drawn where the frames are. 0 for a sound file.
     """
 
     path: Path
@@ -130,6 +133,7 @@ class VideoInfo:
     pix_fmt: str
     has_audio: bool
     header_frames: int = 0
+    stray_packets: int = 0
 
 
 @dataclass(frozen=True)
@@ -359,6 +363,7 @@ class _Scan:
 
     packets: int = 0               # non-empty video packets
     end_ticks: int | None = None   # end of the last frame shown: its pts + its packet's duration
+    ends: list = field(default_factory=list)   # (pts, end) in ticks of every timed packet, in demuxing order
     first_frame: Any = None        # first decoded av.VideoFrame
     decode_errors: int = 0
     last_error: str = ""
@@ -375,6 +380,8 @@ def _scan_packets(container, stream, path: Path) -> _Scan:
             if packet.size:
                 scan.packets += 1
                 ticks = packet.pts if packet.pts is not None else packet.dts
+                if ticks is not None:
+                    scan.ends.append((ticks, ticks + (packet.duration or period_ticks)))
                 if ticks is not None and (last is None or ticks >= last):
                     last, scan.end_ticks = ticks, ticks + (packet.duration or period_ticks)
             if scan.first_frame is None:
@@ -392,13 +399,30 @@ def _scan_packets(container, stream, path: Path) -> _Scan:
     return scan
 
 
-def _probe_duration(container, stream, scan: _Scan) -> float:
-    """Seconds from the stream start to the end of the last packet; the header's word when packets lack times."""
-    if scan.end_ticks is not None:
-        return float((scan.end_ticks - _origin(stream)) * stream.time_base)
-    if stream.duration:
-        return float(stream.duration * stream.time_base)
-    return container.duration / 1_000_000 if container.duration else 0.0
+STRAY_SLACK = (0.5, 2.0)   # packets timed before -2 s or after header duration * (1 + 0.5) + 2 s are strays
+
+
+def _probe_duration(container, stream, scan: _Scan) -> tuple[float, int]:
+    """(seconds from the stream start to the end of the last packet, packets left out as strays); the
+    header's word when packets lack times.
+
+    Where the header announces the stream's duration and packets are timed far outside it, their times are
+    taken as damaged (legitimately long gaps between frames, as in motion-triggered recordings, are inside
+    the header's duration too): the duration ends with the last packet timed within it.
+    """
+    origin = _origin(stream)
+    if scan.end_ticks is None:
+        if stream.duration:
+            return float(stream.duration * stream.time_base), 0
+        return (container.duration / 1_000_000 if container.duration else 0.0), 0
+    if stream.duration and stream.duration > 0:
+        relative, absolute = STRAY_SLACK
+        first = origin - absolute / stream.time_base                                         # in ticks
+        last = origin + stream.duration * (1 + relative) + absolute / stream.time_base
+        within = [end for ticks, end in scan.ends if first <= ticks <= last]
+        if within and len(within) < len(scan.ends):
+            return float((max(within) - origin) * stream.time_base), len(scan.ends) - len(within)
+    return float((scan.end_ticks - origin) * stream.time_base), 0
 
 
 def _probe_fps(stream, scan: _Scan, duration: float) -> float:
@@ -422,7 +446,7 @@ def _probe(media: _Media, threads: int) -> VideoInfo:
         if scan.first_frame is None:
             detail = f"{scan.packets} packets, no frame decoded, {scan.decode_errors} decode errors"
             raise VideoError(path, "undecodable", detail + (f"; last: {scan.last_error}" if scan.last_error else ""))
-        duration = _probe_duration(container, stream, scan)
+        duration, stray_packets = _probe_duration(container, stream, scan)
         first = scan.first_frame
         height, width = frame_orientation(first).displayed_size(first.height, first.width)
         return VideoInfo(
@@ -436,6 +460,7 @@ def _probe(media: _Media, threads: int) -> VideoInfo:
             pix_fmt=first.format.name,
             has_audio=len(container.streams.audio) > 0,
             header_frames=max(0, stream.frames or 0),
+            stray_packets=stray_packets,
         )
 
 

@@ -75,7 +75,7 @@ INDEX_STATUSES = (OK, *VIDEO_ERROR_REASONS, TOO_SHORT)
 
 CACHE_NAME = ".uptal_index.json"
 _CACHE_FORMAT = "uptal-index-cache"
-_CACHE_VERSION = 2            # bump whenever probing or the record layout changes: old caches are then ignored
+_CACHE_VERSION = 3            # bump whenever probing or the record layout changes: old caches are then ignored
 _TXT_SUFFIXES = (".txt", ".lst")
 _MANIFEST_NAME = "shards.json"
 
@@ -149,6 +149,7 @@ def info_from_meta(path: str | os.PathLike, meta: Mapping[str, Any]) -> VideoInf
             num_frames=int(meta["num_frames"]), height=int(meta["height"]), width=int(meta["width"]),
             codec=str(meta["codec"]), pix_fmt=str(meta.get("pix_fmt", "")),
             has_audio=bool(meta.get("has_audio", False)), header_frames=int(meta.get("header_frames", 0)),
+            stray_packets=int(meta.get("stray_packets", 0)),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path}: video metadata lacks or garbles {error}") from error

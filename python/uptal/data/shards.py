@@ -5,7 +5,7 @@ Layout written by `write_shards` (`uptal data shard SOURCE --out DIR`):
     DIR/shard-000000.tar, shard-000001.tar, ...   one record per usable video, two members with one key:
         <key>.<ext>    the video file's bytes, unchanged (ext: its original extension, lower-case)
         <key>.json     metadata: key, path (the original file), label, duration, fps, num_frames, width,
-                       height, codec, pix_fmt, has_audio, header_frames, size (bytes), ext
+                       height, codec, pix_fmt, has_audio, header_frames, stray_packets, size (bytes), ext
     DIR/shards.json    the manifest: format, version, total, and for every shard its name, num_records,
                        num_bytes and its records' metadata (so indexing a shard set reads no tar file)
 
