@@ -35,7 +35,7 @@ import itertools
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence, Union, runtime_checkable
@@ -363,7 +363,8 @@ class _Scan:
 
     packets: int = 0               # non-empty video packets
     end_ticks: int | None = None   # end of the last frame shown: its pts + its packet's duration
-    ends: list = field(default_factory=list)   # (pts, end) in ticks of every timed packet, in demuxing order
+    strays: int = 0                # timed packets outside `_plausible_ticks` (damaged timestamps)
+    end_within: int | None = None  # the latest end of a packet inside it
     first_frame: Any = None        # first decoded av.VideoFrame
     decode_errors: int = 0
     last_error: str = ""
@@ -374,16 +375,21 @@ def _scan_packets(container, stream, path: Path) -> _Scan:
     av = _import_av()
     scan = _Scan()
     period_ticks = max(1, round(_nominal_period(stream) / float(stream.time_base)))
+    plausible = _plausible_ticks(stream)
     last = None  # latest presentation timestamp seen
     try:
         for packet in container.demux(stream):
             if packet.size:
                 scan.packets += 1
                 ticks = packet.pts if packet.pts is not None else packet.dts
-                if ticks is not None:
-                    scan.ends.append((ticks, ticks + (packet.duration or period_ticks)))
                 if ticks is not None and (last is None or ticks >= last):
                     last, scan.end_ticks = ticks, ticks + (packet.duration or period_ticks)
+                if ticks is not None and plausible is not None:
+                    if plausible[0] <= ticks <= plausible[1]:
+                        end = ticks + (packet.duration or period_ticks)
+                        scan.end_within = end if scan.end_within is None else max(scan.end_within, end)
+                    else:
+                        scan.strays += 1
             if scan.first_frame is None:
                 try:
                     frames = packet.decode()
@@ -402,26 +408,31 @@ def _scan_packets(container, stream, path: Path) -> _Scan:
 STRAY_SLACK = (0.5, 2.0)   # packets timed before -2 s or after header duration * (1 + 0.5) + 2 s are strays
 
 
+def _plausible_ticks(stream) -> tuple[float, float] | None:
+    """The range of packet times (ticks) a stream whose header announces its duration can hold, with slack;
+    None when the header announces none (Matroska, MPEG-TS, fragmented MP4 often do not).
+
+    Packets timed outside it are taken as damaged (a corrupt MP4 sample table can time frames hours away):
+    legitimately long gaps between frames, as in motion-triggered recordings, lie inside the header's
+    duration too."""
+    if not stream.duration or stream.duration <= 0:
+        return None
+    relative, absolute = STRAY_SLACK
+    origin, slack = _origin(stream), absolute / stream.time_base
+    return origin - slack, origin + stream.duration * (1 + relative) + slack
+
+
 def _probe_duration(container, stream, scan: _Scan) -> tuple[float, int]:
     """(seconds from the stream start to the end of the last packet, packets left out as strays); the
-    header's word when packets lack times.
-
-    Where the header announces the stream's duration and packets are timed far outside it, their times are
-    taken as damaged (legitimately long gaps between frames, as in motion-triggered recordings, are inside
-    the header's duration too): the duration ends with the last packet timed within it.
-    """
+    header's word when packets lack times. With strays, the duration ends with the last packet within
+    `_plausible_ticks`, so that windows are drawn where the frames are."""
     origin = _origin(stream)
     if scan.end_ticks is None:
         if stream.duration:
             return float(stream.duration * stream.time_base), 0
         return (container.duration / 1_000_000 if container.duration else 0.0), 0
-    if stream.duration and stream.duration > 0:
-        relative, absolute = STRAY_SLACK
-        first = origin - absolute / stream.time_base                                         # in ticks
-        last = origin + stream.duration * (1 + relative) + absolute / stream.time_base
-        within = [end for ticks, end in scan.ends if first <= ticks <= last]
-        if within and len(within) < len(scan.ends):
-            return float((max(within) - origin) * stream.time_base), len(scan.ends) - len(within)
+    if scan.strays and scan.end_within is not None:
+        return float((scan.end_within - origin) * stream.time_base), scan.strays
     return float((scan.end_ticks - origin) * stream.time_base), 0
 
 
