@@ -250,3 +250,18 @@ def test_validation_split_does_not_depend_on_where_the_data_lives(tiny_videos, t
         held_out.append(sorted(Path(entry.path).name for entry in validation.entries))
         assert len(train) + len(validation) == 16
     assert held_out[0] == held_out[1] and len(held_out[0]) == 4
+
+
+def test_validation_workers_queue_no_more_than_a_validation_pass_reads():
+    from uptal.train.pretrain import validation_prefetch
+
+    def config(*overrides):
+        return load_pretrain_config("demo", list(overrides))
+
+    demo = config()    # tiny frames: the training loader queues the auto ceiling, 8 per worker
+    assert demo.data.prefetch_batches(demo.pal, 8) == 8
+    assert validation_prefetch(config("train.val_batches=2", "data.workers=1"), 8) == 2
+    assert validation_prefetch(config("train.val_batches=3", "data.workers=2"), 8) == 2     # ceil(3 / 2)
+    assert validation_prefetch(config("train.val_batches=100", "data.workers=2"), 8) == 8   # as in training
+    paper = load_pretrain_config("pal_paper", ["data.workers=2", "train.val_batches=8"])
+    assert validation_prefetch(paper, 32) == 2                                              # B = 32 keeps 2

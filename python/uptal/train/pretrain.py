@@ -27,7 +27,7 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +197,14 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
+def validation_prefetch(config: PretrainConfig, batch_size: int) -> int:
+    """Batches each validation worker queues: what the training loader would, but no more than a validation
+    pass reads (it takes `train.val_batches` and stops; the rest of a deeper queue is decoded for nothing)."""
+    data = config.data
+    needed = math.ceil(config.train.val_batches / max(data.workers, 1))
+    return max(1, min(data.prefetch_batches(config.pal, batch_size), needed))
+
+
 @dataclass
 class _Position:
     epoch: int = 0
@@ -239,7 +247,11 @@ class Pretrainer:
         common = dict(pal=c.pal, data=c.data, batch_size=self.batch_per_rank, rank=env.rank,
                       world_size=env.world_size, synthesize=on_cpu, out_dtype=torch.float32)
         self.train_loader = PalLoader(train_index, seed=c.train.seed, **common)
-        self.val_loader = PalLoader(val_index, seed=c.train.seed + 1, **common) if len(val_index.usable()) else None
+        if len(val_index.usable()):
+            val_data = replace(c.data, prefetch=validation_prefetch(c, self.batch_per_rank))
+            self.val_loader = PalLoader(val_index, seed=c.train.seed + 1, **{**common, "data": val_data})
+        else:
+            self.val_loader = None
 
     def _build_model(self) -> None:
         c, env = self.config, self.env
