@@ -19,11 +19,47 @@
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
-#if defined(__SSE__)
+#if defined(__AVX__)
+#include <immintrin.h>
+#elif defined(__SSE__)
 #include <xmmintrin.h>
 #endif
 
 namespace uptal {
+
+// float32 lanes of one vector register as one value: 8 in the avx2 build, 4 (SSE) in the baseline one. Its
+// arithmetic is lane-wise IEEE float32 like scalar code, and not contracted (-ffp-contract=off).
+#if defined(__AVX__)
+typedef float Lanes __attribute__((vector_size(32)));
+#else
+typedef float Lanes __attribute__((vector_size(16)));
+#endif
+constexpr int64_t kLanes = sizeof(Lanes) / sizeof(float);
+
+// The per-pixel functions of synth_math.h on registers of pixels: maxps / minps are a > b ? a : b and
+// a < b ? a : b lane by lane, one instruction each.
+template <>
+inline Lanes splat<Lanes>(float x) {
+  return Lanes{} + x;
+}
+#if defined(__AVX__) || defined(__SSE__)
+#if defined(__AVX__)
+#define UPTAL_MAX_PS _mm256_max_ps
+#define UPTAL_MIN_PS _mm256_min_ps
+#else
+#define UPTAL_MAX_PS _mm_max_ps
+#define UPTAL_MIN_PS _mm_min_ps
+#endif
+template <>
+inline Lanes max_of<Lanes>(Lanes a, Lanes b) {
+  return UPTAL_MAX_PS(a, b);
+}
+template <>
+inline Lanes min_of<Lanes>(Lanes a, Lanes b) {
+  return UPTAL_MIN_PS(a, b);
+}
+#endif  // elsewhere the generic ternaries (a compare and a select per lane)
+
 namespace {  // each ISA variant has its own copy of these helpers
 
 // Planar float32 image of S x S pixels.
@@ -153,10 +189,27 @@ void blend_planes(Planes& into, const Planes& action, float beta) {
   for (int64_t i = 0; i < n; ++i) d[i] = beta * a[i] + omb * d[i];
 }
 
+inline Lanes load_lanes(const float* p) {
+  Lanes v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store_lanes(float* p, Lanes v) { std::memcpy(p, &v, sizeof v); }
+
+// Applies op (a generic lambda of one RgbOf<V>) to every pixel: a register of pixels at a time, then the
+// remaining pixels one by one.
 template <class Op>
 void for_each_pixel(Planes& p, Op op) {
   float *r = p.r(), *g = p.g(), *b = p.b();
-  for (int64_t i = 0; i < p.n; ++i) {
+  int64_t i = 0;
+  for (; i + kLanes <= p.n; i += kLanes) {
+    const RgbOf<Lanes> v = op(RgbOf<Lanes>{load_lanes(r + i), load_lanes(g + i), load_lanes(b + i)});
+    store_lanes(r + i, v.r);
+    store_lanes(g + i, v.g);
+    store_lanes(b + i, v.b);
+  }
+  for (; i < p.n; ++i) {
     const Rgb v = op(Rgb{r[i], g[i], b[i]});
     r[i] = v.r;
     g[i] = v.g;
@@ -176,44 +229,30 @@ void colour_jitter(Planes& p, const float* prm, int64_t size) {
     switch ((int)prm[kOrder0 + k]) {
       case kOpBrightness: {
         const float f = prm[kBrightness];
-        for_each_pixel(p, [f](Rgb v) { return brightness(v, f); });
+        for_each_pixel(p, [f](auto v) { return brightness(v, f); });
         break;
       }
       case kOpContrast: {
         const float f = prm[kContrast];
         const float mean = frame_contrast_mean(p, size);
-        for_each_pixel(p, [f, mean](Rgb v) { return contrast(v, f, mean); });
+        for_each_pixel(p, [f, mean](auto v) { return contrast(v, f, mean); });
         break;
       }
       case kOpSaturation: {
         const float f = prm[kSaturation];
-        for_each_pixel(p, [f](Rgb v) { return saturation(v, f); });
+        for_each_pixel(p, [f](auto v) { return saturation(v, f); });
         break;
       }
       default: {
         const float shift = prm[kHue];
-        for_each_pixel(p, [shift](Rgb v) { return hue(v, shift); });
+        for_each_pixel(p, [shift](auto v) { return hue(v, shift); });
         break;
       }
     }
   }
 }
 
-// float32 lanes of one vector register as one value: 8 in the avx2 build, 4 (SSE) in the baseline one. Its
-// arithmetic is lane-wise IEEE float32 like scalar code, and not contracted (-ffp-contract=off).
-#if defined(__AVX__)
-typedef float Lanes __attribute__((vector_size(32)));
-#else
-typedef float Lanes __attribute__((vector_size(16)));
-#endif
-constexpr int64_t kLanes = sizeof(Lanes) / sizeof(float);
 constexpr int64_t kBlocks = 4;  // four registers of sums per step: independent additions hide their latency
-
-inline Lanes load_lanes(const float* p) {
-  Lanes v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
 
 // out[x] = taps[0] * rows[0][x] + taps[1] * rows[1][x] + ... for x < n, added in that order for every pixel
 // (as the reference). The sums of 4 registers of pixels stay in registers across the taps, so each input is
@@ -330,7 +369,7 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
     blend_planes(s.image, s.action, prm[kBeta]);
   }
   if (prm[kJitterOn] > 0.0f) colour_jitter(s.image, prm, size);
-  if (prm[kGrayscale] > 0.0f) for_each_pixel(s.image, [](Rgb v) { return to_grey(v); });
+  if (prm[kGrayscale] > 0.0f) for_each_pixel(s.image, [](auto v) { return to_grey(v); });
   if (prm[kBlurOn] > 0.0f) {
     blur(s.image, s.tmp, s.padded, s.blur_rows, prm + kBlur0, blur_radius_from_columns((int)a.num_params), size);
   }

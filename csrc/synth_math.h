@@ -23,17 +23,46 @@ constexpr float kGreyR = 0x1.3212d8p-2f;
 constexpr float kGreyG = 0x1.2c8b44p-1f;
 constexpr float kGreyB = 0x1.d2f1aap-4f;
 
-struct Rgb {
-  float r, g, b;
+// One pixel's channels: V is float (one pixel) or, in the CPU kernel, a vector register of pixels (lane-wise
+// the same arithmetic; see csrc/synth_cpu.cpp).
+template <class V>
+struct RgbOf {
+  V r, g, b;
 };
+using Rgb = RgbOf<float>;
 
-// Written with comparisons (not fminf/fmaxf) so that compilers vectorise it; same result for non-NaN input.
-UPTAL_HD float clamp255(float v) {
-  v = v > 0.0f ? v : 0.0f;
-  return v < 255.0f ? v : 255.0f;
+// max_of(a, b) = a > b ? a : b and min_of(a, b) = a < b ? a : b, exactly (for a NaN too: then b), which is
+// what x86 maxps / minps compute: the CPU kernel specialises them for vector registers with those
+// instructions (as ternaries, a vectorised loop needs a compare and a blend each). select(c, a, b) = c ? a : b
+// lane-wise; splat<V>(x) is x in every lane.
+template <class V>
+UPTAL_HD V max_of(V a, V b) {
+  return a > b ? a : b;
+}
+template <class V>
+UPTAL_HD V min_of(V a, V b) {
+  return a < b ? a : b;
+}
+template <class C, class V>
+UPTAL_HD V select(C c, V a, V b) {
+  return c ? a : b;
+}
+template <class V>
+UPTAL_HD V splat(float x);
+template <>
+UPTAL_HD float splat<float>(float x) {
+  return x;
 }
 
-UPTAL_HD float grey(float r, float g, float b) { return (r * kGreyR + g * kGreyG) + b * kGreyB; }
+template <class V>
+UPTAL_HD V clamp255(V v) {
+  return min_of(max_of(v, splat<V>(0.0f)), splat<V>(255.0f));
+}
+
+template <class V>
+UPTAL_HD V grey(V r, V g, V b) {
+  return (r * kGreyR + g * kGreyG) + b * kGreyB;
+}
 
 // Bilinear sampling position along one axis (align_corners=False, clamped to the frame).
 struct Tap {
@@ -77,8 +106,9 @@ UPTAL_HD Rgb blend(Rgb action, Rgb background, float beta) {
              beta * action.b + omb * background.b};
 }
 
-UPTAL_HD Rgb brightness(Rgb v, float factor) {
-  return Rgb{clamp255(v.r * factor), clamp255(v.g * factor), clamp255(v.b * factor)};
+template <class V>
+UPTAL_HD RgbOf<V> brightness(RgbOf<V> v, float factor) {
+  return RgbOf<V>{clamp255(v.r * factor), clamp255(v.g * factor), clamp255(v.b * factor)};
 }
 
 // Contribution of one pixel to the exact contrast mean: floor(grey * 256) <= 65280 (grey >= 0); the frame's
@@ -89,14 +119,18 @@ UPTAL_HD float contrast_mean(int64_t quantised_sum, int size) {
   return (float)quantised_sum / (float)(size * size * 256);
 }
 
-UPTAL_HD Rgb contrast(Rgb v, float factor, float mean) {
+template <class V>
+UPTAL_HD RgbOf<V> contrast(RgbOf<V> v, float factor, float mean) {
   const float offset = (1.0f - factor) * mean;
-  return Rgb{clamp255(factor * v.r + offset), clamp255(factor * v.g + offset), clamp255(factor * v.b + offset)};
+  return RgbOf<V>{clamp255(factor * v.r + offset), clamp255(factor * v.g + offset),
+                  clamp255(factor * v.b + offset)};
 }
 
-UPTAL_HD Rgb saturation(Rgb v, float factor) {
-  const float offset = (1.0f - factor) * grey(v.r, v.g, v.b);
-  return Rgb{clamp255(factor * v.r + offset), clamp255(factor * v.g + offset), clamp255(factor * v.b + offset)};
+template <class V>
+UPTAL_HD RgbOf<V> saturation(RgbOf<V> v, float factor) {
+  const V offset = (1.0f - factor) * grey(v.r, v.g, v.b);
+  return RgbOf<V>{clamp255(factor * v.r + offset), clamp255(factor * v.g + offset),
+                  clamp255(factor * v.b + offset)};
 }
 
 // Hue rotation by `shift` turns in HSV space (torchvision's adjust_hue up to rounding), in sixths of a turn:
@@ -104,39 +138,40 @@ UPTAL_HD Rgb saturation(Rgb v, float factor) {
 // each channel rebuilt as max - chroma * clamp(min(k, 4 - k), 0, 1) with k = (n + h6) mod 6, n = 5, 3, 1.
 // Branch-free (selects only), so that it vectorises on the CPU and does not diverge on the GPU; a grey pixel
 // (chroma 0) computes a NaN in the unused lane and is returned unchanged.
-UPTAL_HD float hue_channel(float n, float h6, float maxc, float chroma) {
-  float k = n + h6;
-  const float k_wrapped = k - 6.0f;
-  k = k >= 6.0f ? k_wrapped : k;
-  const float k_mirror = 4.0f - k;
-  float m = k < k_mirror ? k : k_mirror;
-  m = m < 1.0f ? m : 1.0f;
-  m = m > 0.0f ? m : 0.0f;
+template <class V>
+UPTAL_HD V hue_channel(float n, V h6, V maxc, V chroma) {
+  V k = n + h6;
+  k = select(k >= 6.0f, k - 6.0f, k);
+  V m = min_of(k, 4.0f - k);
+  m = min_of(m, splat<V>(1.0f));
+  m = max_of(m, splat<V>(0.0f));
   return clamp255(maxc - chroma * m);
 }
 
-UPTAL_HD Rgb hue(Rgb v, float shift) {
-  const float maxc = v.r > v.g ? (v.r > v.b ? v.r : v.b) : (v.g > v.b ? v.g : v.b);
-  const float minc = v.r < v.g ? (v.r < v.b ? v.r : v.b) : (v.g < v.b ? v.g : v.b);
-  const float chroma = maxc - minc;
-  const float num_red = v.g - v.b, num_green = v.b - v.r, num_blue = v.r - v.g;
-  const float num = maxc == v.r ? num_red : (maxc == v.g ? num_green : num_blue);
-  const float offset = maxc == v.r ? 0.0f : (maxc == v.g ? 2.0f : 4.0f);
-  float h6 = offset + num / chroma;   // [-1, 5)
-  h6 = h6 + shift * 6.0f;             // [-4, 8)
-  const float up = h6 + 6.0f, down = h6 - 6.0f;
-  h6 = h6 < 0.0f ? up : h6;
-  h6 = h6 >= 6.0f ? down : h6;
-  const float r = hue_channel(5.0f, h6, maxc, chroma);
-  const float g = hue_channel(3.0f, h6, maxc, chroma);
-  const float b = hue_channel(1.0f, h6, maxc, chroma);
-  const bool grey_pixel = chroma == 0.0f;
-  return Rgb{grey_pixel ? v.r : r, grey_pixel ? v.g : g, grey_pixel ? v.b : b};
+template <class V>
+UPTAL_HD RgbOf<V> hue(RgbOf<V> v, float shift) {
+  const V maxc = max_of(max_of(v.r, v.g), v.b);
+  const V minc = min_of(min_of(v.r, v.g), v.b);
+  const V chroma = maxc - minc;
+  const auto max_is_red = maxc == v.r, max_is_green = maxc == v.g;
+  const V num = select(max_is_red, v.g - v.b, select(max_is_green, v.b - v.r, v.r - v.g));
+  const V offset = select(max_is_red, splat<V>(0.0f), select(max_is_green, splat<V>(2.0f), splat<V>(4.0f)));
+  V h6 = offset + num / chroma;   // [-1, 5)
+  h6 = h6 + shift * 6.0f;         // [-4, 8)
+  const V up = h6 + 6.0f, down = h6 - 6.0f;   // both from the unwrapped h6 (-tiny + 6 rounds to 6)
+  h6 = select(h6 < 0.0f, up, h6);
+  h6 = select(h6 >= 6.0f, down, h6);
+  const V r = hue_channel(5.0f, h6, maxc, chroma);
+  const V g = hue_channel(3.0f, h6, maxc, chroma);
+  const V b = hue_channel(1.0f, h6, maxc, chroma);
+  const auto grey_pixel = chroma == 0.0f;
+  return RgbOf<V>{select(grey_pixel, v.r, r), select(grey_pixel, v.g, g), select(grey_pixel, v.b, b)};
 }
 
-UPTAL_HD Rgb to_grey(Rgb v) {
-  const float g = grey(v.r, v.g, v.b);
-  return Rgb{g, g, g};
+template <class V>
+UPTAL_HD RgbOf<V> to_grey(RgbOf<V> v) {
+  const V g = grey(v.r, v.g, v.b);
+  return RgbOf<V>{g, g, g};
 }
 
 // Reflect padding without edge repeat (index -1 -> 1, S -> S-2); needs radius < size.
