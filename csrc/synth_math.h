@@ -158,9 +158,8 @@ UPTAL_HD RgbOf<V> hue(RgbOf<V> v, float shift) {
   const V offset = select(max_is_red, splat<V>(0.0f), select(max_is_green, splat<V>(2.0f), splat<V>(4.0f)));
   V h6 = offset + num / chroma;   // [-1, 5)
   h6 = h6 + shift * 6.0f;         // [-4, 8)
-  const V up = h6 + 6.0f, down = h6 - 6.0f;   // both from the unwrapped h6 (-tiny + 6 rounds to 6)
-  h6 = select(h6 < 0.0f, up, h6);
-  h6 = select(h6 >= 6.0f, down, h6);
+  h6 = select(h6 < 0.0f, h6 + 6.0f, h6);
+  h6 = select(h6 >= 6.0f, h6 - 6.0f, h6);   // after the first wrap: -tiny + 6 rounds to 6.0, which wraps to 0
   const V r = hue_channel(5.0f, h6, maxc, chroma);
   const V g = hue_channel(3.0f, h6, maxc, chroma);
   const V b = hue_channel(1.0f, h6, maxc, chroma);

@@ -226,6 +226,31 @@ def test_hue_rotation_by_a_third_permutes_pure_colours():
     assert out[:, 1, 0].tolist() == [120, 0, 0]
 
 
+
+@pytest.mark.parametrize("device", native_devices())
+def test_hue_wraps_a_tiny_negative_hue_like_the_reference(device):
+    """A hue h6 just below 0 wraps to h6 + 6, which rounds to exactly 6.0 in float32 and so wraps again, to 0.
+    Red-max pixels with a small (g - b) / chroma, rotated by a shift that nearly cancels it, land there; the
+    shifts and pixels were found by searching float32 values (the assertion on `edge` checks they still do)."""
+    shifts_and_pixels = [(-0.007829999551177025, (149, 7, 0)), (-0.002044999971985817, (163, 2, 0)),
+                         (0.0013549999566748738, (123, 0, 1)), (0.001999999862164259, (250, 0, 3))]
+    shifts = torch.tensor([s for s, _ in shifts_and_pixels])
+    pixels = torch.tensor([p for _, p in shifts_and_pixels], dtype=torch.float32)           # [4, 3]
+    r, g, b = pixels.unbind(1)
+    h6 = (g - b) / (r - torch.minimum(g, b)) + shifts * 6                               # one pixel per shift
+    edge = (h6 < 0) & (h6 + 6 == 6)
+    assert bool(edge.all()), h6
+
+    videos, lengths, plan = identity_plan(num_videos=2, frames=20, size=4, paste="none", blur_kernel=1)
+    m = plan.num_outputs
+    videos[:] = pixels.to(torch.uint8).repeat(4, 1).view(4, 4, 3)   # every frame: the four pixels, four times
+    plan = dataclasses.replace(plan, jitter_on=torch.ones(m, dtype=torch.bool),
+                               jitter=torch.stack([torch.ones(m), torch.ones(m), torch.ones(m),
+                                                   shifts.repeat(m)[:m]], dim=1),
+                               jitter_order=torch.tensor([[3, 0, 1, 2]] * m))
+    for out_dtype in (torch.uint8, torch.float32):
+        assert_same_as_reference(videos, lengths, plan, device, out_dtype)
+
 # --- bad input is a ValueError naming the argument ------------------------------------------------------
 
 def _packed_batch():
