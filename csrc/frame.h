@@ -13,7 +13,7 @@ struct PlaneView {
 };
 
 // Packed RGB rows [height, width, 3] (rows `out_row_stride` bytes apart) from the R, G and B planes.
-// Dispatches at run time like synthesize_cpu (UPTAL_CPU_VARIANT=baseline forces the baseline build).
+// Dispatches at run time like synthesize_cpu (UPTAL_CPU_VARIANT picks a narrower build).
 void planes_to_rgb(PlaneView r, PlaneView g, PlaneView b, int64_t height, int64_t width, uint8_t* out,
                    int64_t out_row_stride);
 
@@ -22,5 +22,7 @@ void planes_to_rgb_baseline(PlaneView r, PlaneView g, PlaneView b, int64_t heigh
                             int64_t out_row_stride);
 void planes_to_rgb_avx2(PlaneView r, PlaneView g, PlaneView b, int64_t height, int64_t width, uint8_t* out,
                         int64_t out_row_stride);
+void planes_to_rgb_avx512(PlaneView r, PlaneView g, PlaneView b, int64_t height, int64_t width, uint8_t* out,
+                          int64_t out_row_stride);
 
 }  // namespace uptal

@@ -1,6 +1,7 @@
 // uptal._C: the CPU kernels. No libtorch: tensors arrive as data pointers with their sizes, already
 // validated by uptal/ops (dtype, shape, contiguity, device, index ranges).
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include "frame.h"
 #include "synth.h"
@@ -74,6 +75,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("param_columns", &param_columns, "column of each packed plan parameter");
   m.def("max_threads", &max_threads, "OpenMP's default thread count (1 without OpenMP)");
   m.def("cpu_variant", &uptal::synthesize_cpu_variant, "instruction-set build of the kernels in use");
+  m.def("cpu_variants", &uptal::runnable_cpu_variants, "the builds this processor runs (UPTAL_CPU_VARIANT)");
 #if defined(_OPENMP)
   m.attr("openmp") = true;
 #else

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace uptal {
 
@@ -20,12 +22,14 @@ struct SynthArgs {
 };
 
 // CPU: OpenMP over output frames; num_threads <= 0 means the OpenMP default. Dispatches at run time to the
-// AVX2 build of synth_cpu.cpp when the processor has AVX2, else to the baseline x86-64 (or native) build.
+// widest build of synth_cpu.cpp the processor runs: AVX-512, AVX2, or the baseline x86-64 (or native) one.
 void synthesize_cpu(const SynthArgs& args, int num_threads);
-const char* synthesize_cpu_variant();
+const char* synthesize_cpu_variant();   // the build in use: "baseline", "avx2" or "avx512"
+std::vector<std::string> runnable_cpu_variants();   // the builds this processor runs, narrowest first
 
 // The builds of synth_cpu.cpp (one per instruction set; see CMakeLists.txt).
 void synthesize_cpu_baseline(const SynthArgs& args, int num_threads);
 void synthesize_cpu_avx2(const SynthArgs& args, int num_threads);
+void synthesize_cpu_avx512(const SynthArgs& args, int num_threads);
 
 }  // namespace uptal

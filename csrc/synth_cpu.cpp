@@ -19,7 +19,7 @@
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
-#if defined(__AVX__)
+#if defined(__AVX__) || defined(__AVX512F__)
 #include <immintrin.h>
 #elif defined(__SSE__)
 #include <xmmintrin.h>
@@ -27,9 +27,11 @@
 
 namespace uptal {
 
-// float32 lanes of one vector register as one value: 8 in the avx2 build, 4 (SSE) in the baseline one. Its
-// arithmetic is lane-wise IEEE float32 like scalar code, and not contracted (-ffp-contract=off).
-#if defined(__AVX__)
+// float32 lanes of one vector register as one value: 16 in the avx512 build, 8 in the avx2 one, 4 (SSE) in
+// the baseline one. Its arithmetic is lane-wise IEEE float32 like scalar code, not contracted (-ffp-contract=off).
+#if defined(__AVX512F__)
+typedef float Lanes __attribute__((vector_size(64)));
+#elif defined(__AVX__)
 typedef float Lanes __attribute__((vector_size(32)));
 #else
 typedef float Lanes __attribute__((vector_size(16)));
@@ -43,7 +45,10 @@ inline Lanes splat<Lanes>(float x) {
   return Lanes{} + x;
 }
 #if defined(__AVX__) || defined(__SSE__)
-#if defined(__AVX__)
+#if defined(__AVX512F__)
+#define UPTAL_MAX_PS _mm512_max_ps
+#define UPTAL_MIN_PS _mm512_min_ps
+#elif defined(__AVX__)
 #define UPTAL_MAX_PS _mm256_max_ps
 #define UPTAL_MIN_PS _mm256_min_ps
 #else
@@ -252,28 +257,37 @@ void colour_jitter(Planes& p, const float* prm, int64_t size) {
   }
 }
 
-constexpr int64_t kBlocks = 4;  // four registers of sums per step: independent additions hide their latency
+// out[x .. x + R * kLanes) = taps[0] * rows[0][x..] + taps[1] * rows[1][x..] + ..., added in that order for
+// every pixel (as the reference). R registers of sums stay in registers across the taps: their additions are
+// independent, so they issue back to back where one register would wait out the latency of each addition.
+template <int64_t R>
+inline void weighted_block(const float* const* rows, const float* taps, int k_taps, int64_t x, float* out) {
+  Lanes sum[R];
+  for (int64_t j = 0; j < R; ++j) sum[j] = taps[0] * load_lanes(rows[0] + x + j * kLanes);
+  for (int k = 1; k < k_taps; ++k) {
+    const float w = taps[k];
+    const float* row = rows[k] + x;
+    for (int64_t j = 0; j < R; ++j) sum[j] = sum[j] + w * load_lanes(row + j * kLanes);
+  }
+  for (int64_t j = 0; j < R; ++j) store_lanes(out + x + j * kLanes, sum[j]);
+}
 
-// out[x] = taps[0] * rows[0][x] + taps[1] * rows[1][x] + ... for x < n, added in that order for every pixel
-// (as the reference). The sums of 4 registers of pixels stay in registers across the taps, so each input is
-// read once and each output written once.
+// weighted_block over a row of n pixels: blocks of R registers, the last one moved back to end at n. The
+// pixels it computes twice get the same value twice, so a size that is not a multiple of the block costs at
+// most one extra block, never a latency-bound tail of single registers.
+template <int64_t R>
+inline void weighted_blocks(const float* const* rows, const float* taps, int k_taps, int64_t n, float* out) {
+  constexpr int64_t kWidth = R * kLanes;
+  for (int64_t x = 0; x < n; x += kWidth) weighted_block<R>(rows, taps, k_taps, std::min(x, n - kWidth), out);
+}
+
+// out[x] = taps[0] * rows[0][x] + taps[1] * rows[1][x] + ... for x < n. Blocks of seven registers of sums (a
+// 112-pixel row is one block in the AVX-512 build, two in AVX2), of one for rows narrower than that.
 void weighted_rows(const float* const* rows, const float* taps, int k_taps, int64_t n, float* out) {
-  int64_t x = 0;
-  for (; x + kBlocks * kLanes <= n; x += kBlocks * kLanes) {
-    Lanes sum[kBlocks];
-    for (int64_t j = 0; j < kBlocks; ++j) sum[j] = taps[0] * load_lanes(rows[0] + x + j * kLanes);
-    for (int k = 1; k < k_taps; ++k) {
-      const float w = taps[k];
-      for (int64_t j = 0; j < kBlocks; ++j) sum[j] = sum[j] + w * load_lanes(rows[k] + x + j * kLanes);
-    }
-    std::memcpy(out + x, sum, sizeof sum);
-  }
-  for (; x + kLanes <= n; x += kLanes) {
-    Lanes sum = taps[0] * load_lanes(rows[0] + x);
-    for (int k = 1; k < k_taps; ++k) sum = sum + taps[k] * load_lanes(rows[k] + x);
-    std::memcpy(out + x, &sum, sizeof sum);
-  }
-  for (; x < n; ++x) {
+  constexpr int64_t kRegisters = 7;
+  if (n >= kRegisters * kLanes) return weighted_blocks<kRegisters>(rows, taps, k_taps, n, out);
+  if (n >= kLanes) return weighted_blocks<1>(rows, taps, k_taps, n, out);
+  for (int64_t x = 0; x < n; ++x) {
     float sum = taps[0] * rows[0][x];
     for (int k = 1; k < k_taps; ++k) sum = sum + taps[k] * rows[k][x];
     out[x] = sum;

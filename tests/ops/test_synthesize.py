@@ -99,18 +99,19 @@ def test_threads_do_not_change_the_result(device):
 
 
 @pytest.mark.skipif(not _native.CPU.loaded, reason="uptal._C is not loaded")
-@pytest.mark.parametrize("variant", ["baseline", "this machine's"])
-def test_each_cpu_build_matches_reference_through_every_loop(monkeypatch, variant):
-    """S = 45 runs every loop of the C++ blur (steps of four registers, of one, and a scalar tail: 32 + 8 + 5
-    pixels with AVX2, 32 + 12 + 1 with SSE2), and the row sampling reads spans of many widths.
-    UPTAL_CPU_VARIANT=baseline makes an AVX2 machine run the SSE2 build, which would otherwise go untested
-    here."""
-    if variant == "baseline":
-        monkeypatch.setenv("UPTAL_CPU_VARIANT", "baseline")
-    expected_variant = "baseline" if variant == "baseline" else _native.CPU.module.cpu_variant()
-    config = dataclasses.replace(CONFIGS["all augmentations"], size=45, blur_kernel=9, clips=2, frames=3)
+@pytest.mark.parametrize("variant", ["baseline", "avx2", "avx512"])
+@pytest.mark.parametrize("size, blur_kernel", [(3, 5), (13, 9), (45, 9), (125, 9)])
+def test_each_cpu_build_matches_reference_through_every_loop(monkeypatch, variant, size, blur_kernel):
+    """Each instruction-set build of the C++ kernels (UPTAL_CPU_VARIANT picks it; a build this processor
+    cannot run is skipped) at sizes that run every loop of its blur: blocks of 7 registers with an overlapping
+    last one (125; 45 in the SSE2 build), blocks of one register (13 and 45 in the AVX2 and AVX-512 builds, 13
+    in SSE2) and the scalar loop (3; 13 in AVX-512). The row sampling reads spans of many widths."""
+    if variant not in _native.CPU.module.cpu_variants():
+        pytest.skip(f"this processor does not run the {variant} build")
+    monkeypatch.setenv("UPTAL_CPU_VARIANT", variant)
+    config = dataclasses.replace(CONFIGS["all augmentations"], size=size, blur_kernel=blur_kernel, clips=2, frames=3)
     videos, lengths, plan = make_batch(num_videos=4, frames=20, height=50, width=61, config=config, seed=3)
-    assert _native.CPU.module.cpu_variant() == expected_variant
+    assert _native.CPU.module.cpu_variant() == variant
     assert bool(plan.blur_on.any()) and bool(plan.flip.any()) and not bool(plan.flip.all())
     for out_dtype in (torch.uint8, torch.float32):
         expected = synthesize_ref(videos, *plan.packed(), plan.size, out_dtype)
