@@ -9,7 +9,7 @@ names it, never a crash or an out-of-bounds read.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 import numpy as np
 import torch
@@ -137,20 +137,27 @@ def _pointer_args(videos, sources, frames, params, norm, size, out):
 
 def check_synthesis_inputs(videos, lengths, sources, frames, params, norm, size, out_dtype):
     """Validate and normalise every argument; returns (videos, sources, frames, params, norm) ready for a
-    kernel: contiguous, int32/float32, on the videos' device. Raises ValueError naming the argument."""
-    _require(isinstance(videos, torch.Tensor), "videos", f"must be a tensor, got {type(videos).__name__}")
-    _require(videos.dtype == torch.uint8, "videos", f"must be uint8, got {videos.dtype}")
-    _require(videos.dim() == 5 and videos.shape[-1] == 3, "videos",
-             f"must have shape [N, T, H, W, 3], got {list(videos.shape)}")
+    kernel: contiguous, int32/float32, on the videos' device. Raises ValueError naming the argument.
+    It runs on the host before every call (on a GPU, between launches), so the checks that pass are whole-array
+    numpy operations and format no message."""
+    if not isinstance(videos, torch.Tensor):
+        _fail("videos", f"must be a tensor, got {type(videos).__name__}")
+    if videos.dtype != torch.uint8:
+        _fail("videos", f"must be uint8, got {videos.dtype}")
+    if videos.dim() != 5 or videos.shape[-1] != 3:
+        _fail("videos", f"must have shape [N, T, H, W, 3], got {list(videos.shape)}")
     num_videos, max_frames, height, width, _ = videos.shape
-    _require(num_videos >= 1, "videos", "is an empty batch (N = 0)")
-    _require(max_frames >= 1 and height >= 1 and width >= 1, "videos", f"has an empty axis: {list(videos.shape)}")
-    _require(height * width * 3 <= MAX_FRAME_BYTES, "videos",
-             f"frames of {height} x {width} pixels hold {height * width * 3} bytes, more than the kernels' 32-bit "
-             f"offsets within a frame allow ({MAX_FRAME_BYTES})")
-    _require(isinstance(size, int) and 1 <= size <= MAX_SIZE, "size", f"must be an int in [1, {MAX_SIZE}], got {size!r}")
-    _require(out_dtype in OUT_DTYPE_CODES, "out_dtype",
-             f"must be one of {', '.join(map(str, OUT_DTYPE_CODES))}, got {out_dtype}")
+    if num_videos < 1:
+        _fail("videos", "is an empty batch (N = 0)")
+    if min(max_frames, height, width) < 1:
+        _fail("videos", f"has an empty axis: {list(videos.shape)}")
+    if height * width * 3 > MAX_FRAME_BYTES:
+        _fail("videos", f"frames of {height} x {width} pixels hold {height * width * 3} bytes, more than the "
+                        f"kernels' 32-bit offsets within a frame allow ({MAX_FRAME_BYTES})")
+    if not (isinstance(size, int) and 1 <= size <= MAX_SIZE):
+        _fail("size", f"must be an int in [1, {MAX_SIZE}], got {size!r}")
+    if out_dtype not in OUT_DTYPE_CODES:
+        _fail("out_dtype", f"must be one of {', '.join(map(str, OUT_DTYPE_CODES))}, got {out_dtype}")
 
     lengths = _check_lengths(lengths, num_videos, max_frames)
     sources = _as_cpu_tensor(sources, "sources", (torch.int32, torch.int64))
@@ -158,16 +165,19 @@ def check_synthesis_inputs(videos, lengths, sources, frames, params, norm, size,
     params = _as_cpu_tensor(params, "params", (torch.float32,))
     norm = _as_cpu_tensor(norm, "norm", (torch.float32,))
 
-    _require(sources.dim() == 2 and sources.shape[1] == 2, "sources",
-             f"must have shape [M, 2], got {list(sources.shape)}")
+    if sources.dim() != 2 or sources.shape[1] != 2:
+        _fail("sources", f"must have shape [M, 2], got {list(sources.shape)}")
     num_outputs = sources.shape[0]
-    _require(num_outputs >= 1, "sources", "is an empty plan (M = 0)")
-    _require(frames.dim() == 3 and frames.shape[0] == num_outputs and frames.shape[1] == 2 and frames.shape[2] >= 1,
-             "frames", f"must have shape [M={num_outputs}, 2, J*F], got {list(frames.shape)}")
+    if num_outputs < 1:
+        _fail("sources", "is an empty plan (M = 0)")
+    if frames.dim() != 3 or frames.shape[0] != num_outputs or frames.shape[1] != 2 or frames.shape[2] < 1:
+        _fail("frames", f"must have shape [M={num_outputs}, 2, J*F], got {list(frames.shape)}")
     _check_indices(sources, frames, lengths, num_videos)
     _check_params(params, num_outputs, size, height, width)
-    _require(norm.shape == (2, 3) and bool(torch.isfinite(norm).all()) and bool((norm[0] != 0).all()), "norm",
-             f"must be a finite [2, 3] tensor of per-channel scale (non-zero) and shift, got {norm.tolist()}")
+    norm_values = norm.numpy()                                           # [2, 3] scale, shift
+    if norm_values.shape != (2, 3) or not (np.isfinite(norm_values).all() and norm_values[0].all()):
+        _fail("norm", f"must be a finite [2, 3] tensor of per-channel scale (non-zero) and shift, "
+                      f"got {norm.tolist()}")
 
     # non_blocking: a blocking copy to a GPU waits until the device has finished all queued work (a host sync
     # in every training step). From pageable memory CUDA stages the bytes before the call returns, so the
@@ -180,97 +190,132 @@ def check_synthesis_inputs(videos, lengths, sources, frames, params, norm, size,
     return videos.contiguous(), moved(sources, torch.int32), moved(frames, torch.int32), moved(params), moved(norm)
 
 
-def _require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise ValueError(f"{name}: {message}")
+def _fail(name: str, message: str) -> NoReturn:
+    """A bad argument: ValueError naming it. Called once a check has failed, so that checks that pass never
+    format a message."""
+    raise ValueError(f"{name}: {message}")
 
 
 def _as_cpu_tensor(value, name, dtypes) -> torch.Tensor:
-    _require(isinstance(value, torch.Tensor), name, f"must be a tensor, got {type(value).__name__}")
-    _require(value.dtype in dtypes, name, f"must have dtype {' or '.join(map(str, dtypes))}, got {value.dtype}")
+    if not isinstance(value, torch.Tensor):
+        _fail(name, f"must be a tensor, got {type(value).__name__}")
+    if value.dtype not in dtypes:
+        _fail(name, f"must have dtype {' or '.join(map(str, dtypes))}, got {value.dtype}")
     return value.detach().cpu()
 
 
-def _check_lengths(lengths, num_videos, max_frames) -> torch.Tensor:
-    if not isinstance(lengths, torch.Tensor):
-        lengths = torch.as_tensor(list(lengths) if isinstance(lengths, Sequence) else lengths)
-    _require(not lengths.is_floating_point() and not lengths.is_complex() and lengths.dtype != torch.bool,
-             "lengths", f"must hold integers, got {lengths.dtype}")
-    lengths = lengths.detach().cpu().long()
-    _require(lengths.shape == (num_videos,), "lengths",
-             f"must have one entry per video ({num_videos}), got shape {list(lengths.shape)}")
-    bad = ((lengths < 1) | (lengths > max_frames)).nonzero().flatten()
-    _require(bad.numel() == 0, "lengths",
-             f"every length must be in [1, T={max_frames}]; video {bad[:1].tolist()} has "
-             f"{lengths[bad[:1]].tolist()}")
-    return lengths
+def _check_lengths(lengths, num_videos, max_frames) -> np.ndarray:
+    """The usable lengths as int64 [N], checked."""
+    if isinstance(lengths, torch.Tensor):
+        values = lengths.detach().cpu().numpy()
+    else:
+        values = np.asarray(list(lengths) if isinstance(lengths, Sequence) else lengths)
+    if values.dtype == np.bool_ or not np.issubdtype(values.dtype, np.integer):
+        _fail("lengths", f"must hold integers, got {values.dtype}")
+    if values.shape != (num_videos,):
+        _fail("lengths", f"must have one entry per video ({num_videos}), got shape {list(values.shape)}")
+    if not ((values >= 1) & (values <= max_frames)).all():
+        video = int(np.flatnonzero((values < 1) | (values > max_frames))[0])
+        _fail("lengths", f"every length must be in [1, T={max_frames}]; video {video} has {int(values[video])}")
+    return values.astype(np.int64, copy=False)
 
 
 def _check_indices(sources, frames, lengths, num_videos) -> None:
-    sources, frames, lengths = sources.long().numpy(), frames.long().numpy(), lengths.numpy()
-    for column, field in ((0, "background"), (1, "action")):
-        s = sources[:, column]
-        bad = np.flatnonzero((s < 0) | (s >= num_videos))
-        _require(bad.size == 0, f"sources[:, {column}] (plan.{field})",
-                 f"output {bad[:1].tolist()} names video {s[bad[:1]].tolist()}, outside [0, {num_videos})")
-    for column, field, allow_none in ((0, "background_frames", False), (1, "action_frames", True)):
-        index = frames[:, column]                                        # [M, JF]
-        limit = lengths[sources[:, column]][:, None]                     # [M, 1]
-        low = -1 if allow_none else 0
-        bad = np.argwhere((index < low) | (index >= limit))
-        if bad.size:
-            m, t = bad[0].tolist()
-            video = int(sources[m, column])
-            rule = "-1 (nothing pasted) or " if allow_none else ""
-            raise ValueError(f"frames[{m}, {column}, {t}] (plan.{field}): frame {int(index[m, t])} must be "
-                             f"{rule}in [0, {int(limit[m, 0])}), the usable length of video {video}")
+    sources, frames = sources.numpy(), frames.numpy()                    # [M, 2], [M, 2, JF]
+    fields = ("background", "action")
+    source_ok = (sources >= 0) & (sources < num_videos)
+    if not source_ok.all():
+        m, column = np.argwhere(~source_ok)[0].tolist()
+        _fail(f"sources[:, {column}] (plan.{fields[column]})",
+              f"output {m} names video {int(sources[m, column])}, outside [0, {num_videos})")
+    limit = lengths[sources][:, :, None]                                 # [M, 2, 1] usable length of each source
+    lowest = np.array([0, -1])[None, :, None]                            # action frames: -1 = nothing pasted
+    frame_ok = (frames >= lowest) & (frames < limit)                     # [M, 2, JF]
+    if not frame_ok.all():
+        m, column, t = np.argwhere(~frame_ok)[0].tolist()
+        rule = "-1 (nothing pasted) or " if column == 1 else ""
+        _fail(f"frames[{m}, {column}, {t}] (plan.{fields[column]}_frames)",
+              f"frame {int(frames[m, column, t])} must be {rule}in [0, {int(limit[m, column, 0])}), the usable "
+              f"length of video {int(sources[m, column])}")
+
+
+# Rules of the params columns, one per column of `_params_ok`'s verdicts and in its order: (column reported,
+# plan field, what the rule asks).
+_PARAM_RULES = (
+    (Col.BETA, "beta", "must be in [0, 1]"),
+    (Col.SCALE_Y, "crop height / size", "must be positive"),
+    (Col.SCALE_X, "crop width / size", "must be positive"),
+    (Col.CROP_Y0, "crop top", "the crop must lie inside the {height}x{width} frame"),
+    (Col.CROP_X0, "crop left", "the crop must lie inside the {height}x{width} frame"),
+    (Col.FLIP, "flip", "must be 0 or 1"),
+    (Col.JITTER_ON, "jitter_on", "must be 0 or 1"),
+    (Col.GRAYSCALE, "grayscale", "must be 0 or 1"),
+    (Col.BLUR_ON, "blur_on", "must be 0 or 1"),
+    (Col.BRIGHTNESS, "brightness", "a jitter factor must be >= 0"),
+    (Col.CONTRAST, "contrast", "a jitter factor must be >= 0"),
+    (Col.SATURATION, "saturation", "a jitter factor must be >= 0"),
+    (Col.HUE, "hue", "the hue shift must be in [-0.5, 0.5]"),
+    (Col.ORDER0, "jitter_order", "each row must be a permutation of 0, 1, 2, 3"),
+    (Col.BLUR0, "blur_weights", "blur taps must be >= 0"),
+)
+_FLAG_COLUMNS = [Col.FLIP, Col.JITTER_ON, Col.GRAYSCALE, Col.BLUR_ON]
+
+
+def _params_ok(p: np.ndarray, size: int, height: int, width: int) -> np.ndarray:
+    """[M, len(_PARAM_RULES)] whether each synthetic video's parameters keep each rule. Whole columns at once:
+    a few array operations for any M (the checks run before every call, on the host)."""
+    beta = p[:, Col.BETA]
+    scale = p[:, Col.SCALE_Y:Col.SCALE_X + 1]                            # [M, 2] crop height, width / size
+    start = p[:, Col.CROP_Y0:Col.CROP_X0 + 1]                            # [M, 2] crop top, left
+    extent = np.array([height + _CROP_SLACK, width + _CROP_SLACK], dtype=p.dtype)
+    flags = p[:, _FLAG_COLUMNS]                                          # [M, 4]
+    order = p[:, Col.ORDER0:Col.ORDER0 + 4]                              # [M, 4]
+    return np.column_stack([
+        (beta >= 0) & (beta <= 1),
+        scale > 0,
+        (start >= 0) & (start + scale * size <= extent),
+        (flags == 0) | (flags == 1),
+        p[:, Col.BRIGHTNESS:Col.SATURATION + 1] >= 0,
+        np.abs(p[:, Col.HUE]) <= 0.5,
+        (np.sort(order, axis=1) == np.arange(4, dtype=p.dtype)).all(axis=1),
+        (p[:, Col.BLUR0:] >= 0).all(axis=1),
+    ])
 
 
 def _check_params(params, num_outputs, size, height, width) -> None:
     num_columns = params.shape[1] if params.dim() == 2 else -1
     taps = num_columns - NUM_FIXED_COLUMNS
-    _require(params.dim() == 2 and params.shape[0] == num_outputs and taps >= 1 and taps % 2 == 1, "params",
-             f"must have shape [M={num_outputs}, {NUM_FIXED_COLUMNS} + blur taps (odd)], got {list(params.shape)}")
+    if params.dim() != 2 or params.shape[0] != num_outputs or taps < 1 or taps % 2 != 1:
+        _fail("params", f"must have shape [M={num_outputs}, {NUM_FIXED_COLUMNS} + blur taps (odd)], "
+                        f"got {list(params.shape)}")
     p = params.numpy()                                                   # [M, P] float32, shares params
-    _require(bool(np.isfinite(p).all()), "params", "holds a non-finite value")
+    if not np.isfinite(p).all():
+        _fail("params", "holds a non-finite value")
     radius = blur_radius(num_columns)
-    _require(radius < size, "params", f"blur radius {radius} must be smaller than size {size} (reflect padding)")
-
-    def column_rule(col, name, ok, rule):
-        bad = np.flatnonzero(~ok)
-        if bad.size:
-            m = int(bad[0])
-            raise ValueError(f"params[{m}, {col}] (plan.{name}) = {float(p[m, col])!r}: {rule}")
-
-    column_rule(Col.BETA, "beta", (p[:, Col.BETA] >= 0) & (p[:, Col.BETA] <= 1), "must be in [0, 1]")
-    for col, name in ((Col.SCALE_Y, "crop height / size"), (Col.SCALE_X, "crop width / size")):
-        column_rule(col, name, p[:, col] > 0, "must be positive")
-    for col, name, extent, scale in ((Col.CROP_Y0, "crop top", height, Col.SCALE_Y),
-                                     (Col.CROP_X0, "crop left", width, Col.SCALE_X)):
-        end = p[:, col] + p[:, scale] * size
-        ok = (p[:, col] >= 0) & (end <= extent + _CROP_SLACK)
-        column_rule(col, name, ok, f"the crop must lie inside the {height}x{width} frame")
-    for col, name in ((Col.FLIP, "flip"), (Col.JITTER_ON, "jitter_on"), (Col.GRAYSCALE, "grayscale"),
-                      (Col.BLUR_ON, "blur_on")):
-        column_rule(col, name, (p[:, col] == 0) | (p[:, col] == 1), "must be 0 or 1")
-    for col, name in ((Col.BRIGHTNESS, "brightness"), (Col.CONTRAST, "contrast"), (Col.SATURATION, "saturation")):
-        column_rule(col, name, p[:, col] >= 0, "a jitter factor must be >= 0")
-    column_rule(Col.HUE, "hue", np.abs(p[:, Col.HUE]) <= 0.5, "the hue shift must be in [-0.5, 0.5]")
-    order = p[:, Col.ORDER0:Col.ORDER0 + 4]
-    is_permutation = (np.sort(order, axis=1) == np.arange(4, dtype=p.dtype)).all(axis=1)
-    column_rule(Col.ORDER0, "jitter_order", is_permutation, "each row must be a permutation of 0, 1, 2, 3")
-    column_rule(Col.BLUR0, "blur_weights", (p[:, Col.BLUR0:] >= 0).all(axis=1), "blur taps must be >= 0")
+    if radius >= size:
+        _fail("params", f"blur radius {radius} must be smaller than size {size} (reflect padding)")
+    ok = _params_ok(p, size, height, width)                              # [M, rules]
+    if not ok.all():
+        m, rule = np.argwhere(~ok)[0].tolist()
+        col, name, message = _PARAM_RULES[rule]
+        _fail(f"params[{m}, {col}] (plan.{name}) = {float(p[m, col])!r}", message.format(height=height, width=width))
 
 
 def _check_out(out, videos, num_outputs, frames_per_video, size, out_dtype) -> None:
     expected = (num_outputs, 3, frames_per_video, size, size)
-    _require(isinstance(out, torch.Tensor), "out", f"must be a tensor, got {type(out).__name__}")
-    _require(tuple(out.shape) == expected, "out", f"must have shape {list(expected)}, got {list(out.shape)}")
-    _require(out.dtype == out_dtype, "out", f"must have dtype {out_dtype}, got {out.dtype}")
-    _require(out.device == videos.device, "out", f"must be on {videos.device}, got {out.device}")
-    _require(out.is_contiguous(), "out", "must be contiguous")
-    if not torch.compiler.is_compiling():   # traced (fake) tensors have no memory to compare
-        _require(not _overlap(out, videos), "out", "must not overlap videos (the op reads them while it writes)")
+    if not isinstance(out, torch.Tensor):
+        _fail("out", f"must be a tensor, got {type(out).__name__}")
+    if tuple(out.shape) != expected:
+        _fail("out", f"must have shape {list(expected)}, got {list(out.shape)}")
+    if out.dtype != out_dtype:
+        _fail("out", f"must have dtype {out_dtype}, got {out.dtype}")
+    if out.device != videos.device:
+        _fail("out", f"must be on {videos.device}, got {out.device}")
+    if not out.is_contiguous():
+        _fail("out", "must be contiguous")
+    # traced (fake) tensors have no memory to compare
+    if not torch.compiler.is_compiling() and _overlap(out, videos):
+        _fail("out", "must not overlap videos (the op reads them while it writes)")
 
 
 def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
