@@ -250,6 +250,9 @@ def write_demo_videos(folder: str | os.PathLike, num_videos: int = 8, seed: int 
     The pixels are those of `demo_frames` with the same arguments. 4:2:0 needs even sizes, so an odd
     height or width is stored one pixel larger (the scene simply extends by one row / column);
     `decode_window(path, ..., height, width)` returns the requested size.
+    The encoded bytes are not reproducible: libx264 was seen to encode the same frames differently now and
+    then, depending on the state of memory it did not initialise (README, below the two commands). Runs that must
+    train on the same videos share the files, not the seed.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
