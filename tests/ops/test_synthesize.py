@@ -118,6 +118,25 @@ def test_each_cpu_build_matches_reference_through_every_loop(monkeypatch, varian
         assert torch.equal(synthesize(videos, lengths, plan, out_dtype=out_dtype), expected)
 
 
+@pytest.mark.skipif(not _native.CPU.loaded, reason="uptal._C is not loaded")
+@pytest.mark.parametrize("variant", ["baseline", "avx2", "avx512"])
+def test_each_cpu_build_samples_narrow_and_wide_crops_like_the_reference(monkeypatch, variant):
+    """Each build's row sampling over crops from a fraction of the output's width (upsampling) to 12 times it,
+    flipped and not."""
+    if variant not in _native.CPU.module.cpu_variants():
+        pytest.skip(f"this processor does not run the {variant} build")
+    monkeypatch.setenv("UPTAL_CPU_VARIANT", variant)
+    config = dataclasses.replace(CONFIGS["all augmentations"], size=24, crop_scale=(0.01, 1.0),
+                                 crop_ratio=(0.3, 3.0), clips=2, frames=2)
+    videos, lengths, plan = make_batch(num_videos=6, frames=20, height=40, width=300, config=config, seed=5)
+    widths = plan.crop[:, 3] / plan.size                                 # [M] crop width / output width
+    assert bool((widths < 1.5).any()) and bool((widths > 2.5).any()), widths
+    assert bool(plan.flip.any()) and not bool(plan.flip.all())
+    for out_dtype in (torch.uint8, torch.float32):
+        expected = synthesize_ref(videos, *plan.packed(), plan.size, out_dtype)
+        assert torch.equal(synthesize(videos, lengths, plan, out_dtype=out_dtype), expected)
+
+
 def test_out_buffer_is_filled_and_returned():
     videos, lengths, plan = make_batch()
     pin = torch.cuda.is_available()
