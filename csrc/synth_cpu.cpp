@@ -296,10 +296,16 @@ void weighted_rows(const float* const* rows, const float* taps, int k_taps, int6
 
 // Separable blur of each plane: src -> tmp (horizontal) -> src (vertical). Each row is first copied into a
 // reflect-padded buffer, so that tap k of the horizontal pass reads that buffer shifted by k; the vertical
-// pass reads the reflected rows. Taps are accumulated in order k = 0..2R for every pixel, as in the reference.
-void blur(Planes& p, Planes& tmp, std::vector<float>& padded, std::vector<const float*>& rows, const float* taps,
-          int radius, int64_t size) {
-  const int k_taps = 2 * radius + 1;
+// pass reads the reflected rows. Taps are accumulated in order k = 0..2R for every pixel, as in the reference,
+// except zero taps (the planner zeroes negligible ones): their products are +0 (every value is finite and
+// >= 0) and adding +0 leaves a sum unchanged, so skipping them changes no bit.
+void blur(Planes& p, Planes& tmp, std::vector<float>& padded, std::vector<const float*>& rows,
+          std::vector<float>& taps, std::vector<int>& shifts, const float* all_taps, int radius, int64_t size) {
+  taps.clear(), shifts.clear();
+  for (int k = 0; k < 2 * radius + 1; ++k) {
+    if (all_taps[k] != 0.0f) taps.push_back(all_taps[k]), shifts.push_back(k);
+  }
+  const int k_taps = (int)taps.size();
   padded.resize(size + 2 * radius);
   rows.resize(k_taps);
   for (int c = 0; c < 3; ++c) {
@@ -313,13 +319,13 @@ void blur(Planes& p, Planes& tmp, std::vector<float>& padded, std::vector<const 
         pad[i] = in[reflect(i - radius, (int)size)];
         pad[radius + size + i] = in[reflect((int)size + i, (int)size)];
       }
-      for (int k = 0; k < k_taps; ++k) rows[k] = pad + k;
-      weighted_rows(rows.data(), taps, k_taps, size, mid + y * size);
+      for (int k = 0; k < k_taps; ++k) rows[k] = pad + shifts[k];
+      weighted_rows(rows.data(), taps.data(), k_taps, size, mid + y * size);
     }
     float* dst = p.data.data() + c * p.n;
     for (int64_t y = 0; y < size; ++y) {
-      for (int k = 0; k < k_taps; ++k) rows[k] = mid + (int64_t)reflect((int)y + k - radius, (int)size) * size;
-      weighted_rows(rows.data(), taps, k_taps, size, dst + y * size);
+      for (int k = 0; k < k_taps; ++k) rows[k] = mid + (int64_t)reflect((int)y + shifts[k] - radius, (int)size) * size;
+      weighted_rows(rows.data(), taps.data(), k_taps, size, dst + y * size);
     }
   }
 }
@@ -349,7 +355,8 @@ struct Scratch {
   Planes image, action, tmp;
   std::vector<Tap> rows, cols;
   ColumnTaps column_taps;
-  std::vector<float> padded;
+  std::vector<float> padded, blur_taps;
+  std::vector<int> blur_shifts;
   std::vector<const float*> blur_rows;
   RowCache cache;
   explicit Scratch(int64_t size) : rows(size), cols(size) {
@@ -385,7 +392,8 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
   if (prm[kJitterOn] > 0.0f) colour_jitter(s.image, prm, size);
   if (prm[kGrayscale] > 0.0f) for_each_pixel(s.image, [](auto v) { return to_grey(v); });
   if (prm[kBlurOn] > 0.0f) {
-    blur(s.image, s.tmp, s.padded, s.blur_rows, prm + kBlur0, blur_radius_from_columns((int)a.num_params), size);
+    blur(s.image, s.tmp, s.padded, s.blur_rows, s.blur_taps, s.blur_shifts, prm + kBlur0,
+         blur_radius_from_columns((int)a.num_params), size);
   }
   store(s.image, a, m, t);
 }

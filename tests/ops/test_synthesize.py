@@ -12,7 +12,7 @@ import torch
 from uptal.config import PalConfig
 from uptal.ops import _native, implementation_for, synthesize, synthesize_packed, synthesize_ref
 from uptal.ops.synthesize_layout import COLUMN_NAMES, NUM_FIXED_COLUMNS, Col
-from uptal.pal import build_plan
+from uptal.pal import build_plan, gaussian_taps
 
 DTYPES = [torch.uint8, torch.float32, torch.bfloat16]
 SMALL = PalConfig(clips=3, frames=4, size=24, max_region_clips=2, blur_kernel=5)
@@ -245,6 +245,29 @@ def test_hue_rotation_by_a_third_permutes_pure_colours():
     assert out[:, 0, 0].tolist() == [0, 200, 0]
     assert out[:, 1, 0].tolist() == [120, 0, 0]
 
+
+
+@pytest.mark.parametrize("device", native_devices())
+def test_blur_with_zero_taps_matches_the_reference(device):
+    """Zero taps anywhere (the planner zeroes negligible outer ones; a hand-made plan may put them anywhere,
+    the first included): the C++ kernel skips them, which must change no bit."""
+    videos, lengths, plan = identity_plan(num_videos=3, frames=20, size=23, blur_kernel=7)
+    m = plan.num_outputs
+    taps = torch.tensor([[0.0, 0.1, 0.2, 0.4, 0.2, 0.1, 0.0], [0.05, 0.0, 0.3, 0.3, 0.3, 0.0, 0.05],
+                         [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5]])
+    plan = dataclasses.replace(plan, blur_on=torch.ones(m, dtype=torch.bool), blur_weights=taps.repeat(m, 1)[:m])
+    for out_dtype in (torch.uint8, torch.float32):
+        assert_same_as_reference(videos, lengths, plan, device, out_dtype)
+
+
+def test_gaussian_taps_zero_the_negligible_ones():
+    """No subnormal tap (slow on x86), and the zeroed ones are those below 1e-12 of the centre."""
+    for sigma in torch.linspace(0.1, 2.0, 200).tolist():
+        taps = gaussian_taps(sigma, 11)
+        assert not bool(((taps > 0) & (taps < torch.finfo(torch.float32).tiny)).any()), sigma
+        assert bool((taps[5] > 0) & torch.equal(taps, taps.flip(0))), sigma
+    taps = gaussian_taps(0.2, 11)                               # exp(-1 / 0.08) = 3.7e-6, exp(-4 / 0.08) = 2e-22
+    assert bool((taps[4] > 0) & (taps[3] == 0)), taps
 
 
 @pytest.mark.parametrize("device", native_devices())

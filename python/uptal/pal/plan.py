@@ -334,11 +334,20 @@ def _jitter_factors(u: list[float], c: PalConfig) -> list[float]:
             factor("saturation", c.saturation), hue]
 
 
+NEGLIGIBLE_TAP = 1e-12   # relative to the centre tap
+
+
 def gaussian_taps(sigma: float, kernel: int) -> torch.Tensor:
-    """Normalised 1-D Gaussian of `kernel` taps (odd), float32."""
+    """Normalised 1-D Gaussian of `kernel` taps (odd), float32.
+
+    Taps below NEGLIGIBLE_TAP of the centre are exactly 0: they could not change an 8-bit pixel, and the
+    smallest of them would be float32 subnormals, whose products x86 processors compute in microcode (a
+    video blurred with two such taps took 44.8 ms instead of 4.2 ms in the C++ kernel on an Intel Xeon).
+    The kernels skip zero taps."""
     radius = kernel // 2
     x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    taps = torch.exp(-(x * x) / (2 * sigma * sigma))
+    taps = torch.exp(-(x * x) / (2 * sigma * sigma))                  # centre tap 1
+    taps = torch.where(taps < NEGLIGIBLE_TAP, 0.0, taps)
     return (taps / taps.sum()).float()
 
 
