@@ -305,6 +305,7 @@ void blur(Planes& p, Planes& tmp, std::vector<float>& padded, std::vector<const 
   for (int k = 0; k < 2 * radius + 1; ++k) {
     if (all_taps[k] != 0.0f) taps.push_back(all_taps[k]), shifts.push_back(k);
   }
+  if (taps.empty()) taps.push_back(0.0f), shifts.push_back(0);   // all zero (a hand-made plan): sums of +0
   const int k_taps = (int)taps.size();
   padded.resize(size + 2 * radius);
   rows.resize(k_taps);
@@ -324,7 +325,9 @@ void blur(Planes& p, Planes& tmp, std::vector<float>& padded, std::vector<const 
     }
     float* dst = p.data.data() + c * p.n;
     for (int64_t y = 0; y < size; ++y) {
-      for (int k = 0; k < k_taps; ++k) rows[k] = mid + (int64_t)reflect((int)y + shifts[k] - radius, (int)size) * size;
+      for (int k = 0; k < k_taps; ++k) {
+        rows[k] = mid + (int64_t)reflect((int)y + shifts[k] - radius, (int)size) * size;
+      }
       weighted_rows(rows.data(), taps.data(), k_taps, size, dst + y * size);
     }
   }

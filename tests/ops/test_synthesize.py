@@ -250,11 +250,12 @@ def test_hue_rotation_by_a_third_permutes_pure_colours():
 @pytest.mark.parametrize("device", native_devices())
 def test_blur_with_zero_taps_matches_the_reference(device):
     """Zero taps anywhere (the planner zeroes negligible outer ones; a hand-made plan may put them anywhere,
-    the first included): the C++ kernel skips them, which must change no bit."""
+    the first included, or make them all zero): the C++ kernel skips them, which must change no bit."""
     videos, lengths, plan = identity_plan(num_videos=3, frames=20, size=23, blur_kernel=7)
     m = plan.num_outputs
     taps = torch.tensor([[0.0, 0.1, 0.2, 0.4, 0.2, 0.1, 0.0], [0.05, 0.0, 0.3, 0.3, 0.3, 0.0, 0.05],
-                         [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5]])
+                         [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5],
+                         [0.0] * 7])                                     # all zero: a black frame
     plan = dataclasses.replace(plan, blur_on=torch.ones(m, dtype=torch.bool), blur_weights=taps.repeat(m, 1)[:m])
     for out_dtype in (torch.uint8, torch.float32):
         assert_same_as_reference(videos, lengths, plan, device, out_dtype)
