@@ -1,11 +1,12 @@
-// PAL synthesis on the CPU: one output frame per OpenMP task, every pass over an L2-resident frame buffer.
-//
-// Passes per output frame (S x S pixels, planar float32 R, G, B):
-//   1. bilinear crop/resize/flip of the background and (inside the pasted region) the action frame, blend;
+// PAL synthesis on the CPU: one output frame per OpenMP task, processed row by row so that each pixel row
+// goes through all its steps while it is in L1 (see synthesize_frame):
+//   1. bilinear crop/resize/flip of the background and (inside the pasted region) the action row, blend;
 //      separable: each source row is interpolated horizontally once and reused by the output rows that need it
-//   2. colour jitter in the plan's order (contrast first sums the exact quantised grey of the frame)
-//   3. grayscale;  4. separable Gaussian blur (horizontal, then vertical);  5. clamp + convert + store.
-// The arithmetic is csrc/synth_math.h, identical to the reference and the CUDA kernel.
+//   2. colour jitter in the plan's order and grayscale (contrast first needs the exact quantised grey of the
+//      whole frame, so the ops from contrast on wait for a second pass over the frame's rows)
+//   3. separable Gaussian blur (each row horizontally, then the columns);  4. clamp + convert + store.
+// The arithmetic is csrc/synth_math.h, identical to the reference and the CUDA kernel: fusing the passes
+// changes the order in which pixels are visited, never the operations on a pixel.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -168,30 +169,19 @@ class RowCache {
   int next_ = 0;
 };
 
-// Pass 1 for one source frame: planes = bilinear sample (vertical blend of two cached rows).
-void sample_frame(const uint8_t* frame, int64_t width, const Tap* rows, const ColumnTaps& cols, int64_t size,
-                  RowCache& cache, float* out_planes, int64_t plane_stride) {
-  cache.reset(size);
-  for (int64_t y = 0; y < size; ++y) {
-    const Tap t = rows[y];
-    const float* top = cache.get(frame, width, t.i0, cols);
-    const float* bottom = cache.get(frame, width, t.i1, cols);
-    const float w0 = 1.0f - t.w1, w1 = t.w1;
-    for (int c = 0; c < 3; ++c) {
-      const float* a = top + c * size;
-      const float* b = bottom + c * size;
-      float* o = out_planes + c * plane_stride + y * size;
-      for (int64_t x = 0; x < size; ++x) o[x] = a[x] * w0 + b[x] * w1;
-    }
-  }
+// Row `tap` of a source frame sampled at the column taps: the vertical blend of two cached rows, written as
+// one planar row [3][S] (the cached rows have that layout too).
+void sample_row(const uint8_t* frame, int64_t width, Tap tap, const ColumnTaps& cols, int64_t size,
+                RowCache& cache, float* out) {
+  const float* top = cache.get(frame, width, tap.i0, cols);
+  const float* bottom = cache.get(frame, width, tap.i1, cols);
+  const float w0 = 1.0f - tap.w1, w1 = tap.w1;
+  for (int64_t i = 0; i < 3 * size; ++i) out[i] = top[i] * w0 + bottom[i] * w1;
 }
 
-void blend_planes(Planes& into, const Planes& action, float beta) {
+void blend_row(float* into, const float* action, int64_t count, float beta) {
   const float omb = 1.0f - beta;
-  float* d = into.data.data();
-  const float* a = action.data.data();
-  const int64_t n = 3 * into.n;
-  for (int64_t i = 0; i < n; ++i) d[i] = beta * a[i] + omb * d[i];
+  for (int64_t i = 0; i < count; ++i) into[i] = beta * action[i] + omb * into[i];
 }
 
 inline Lanes load_lanes(const float* p) {
@@ -202,19 +192,19 @@ inline Lanes load_lanes(const float* p) {
 
 inline void store_lanes(float* p, Lanes v) { std::memcpy(p, &v, sizeof v); }
 
-// Applies op (a generic lambda of one RgbOf<V>) to every pixel: a register of pixels at a time, then the
-// remaining pixels one by one.
+// Applies op (a generic lambda of one RgbOf<V>) to every pixel of a planar row of n pixels: a register of
+// pixels at a time, then the remaining pixels one by one.
 template <class Op>
-void for_each_pixel(Planes& p, Op op) {
-  float *r = p.r(), *g = p.g(), *b = p.b();
+void for_each_pixel(float* row, int64_t n, Op op) {
+  float *r = row, *g = row + n, *b = row + 2 * n;
   int64_t i = 0;
-  for (; i + kLanes <= p.n; i += kLanes) {
+  for (; i + kLanes <= n; i += kLanes) {
     const RgbOf<Lanes> v = op(RgbOf<Lanes>{load_lanes(r + i), load_lanes(g + i), load_lanes(b + i)});
     store_lanes(r + i, v.r);
     store_lanes(g + i, v.g);
     store_lanes(b + i, v.b);
   }
-  for (; i < p.n; ++i) {
+  for (; i < n; ++i) {
     const Rgb v = op(Rgb{r[i], g[i], b[i]});
     r[i] = v.r;
     g[i] = v.g;
@@ -222,39 +212,57 @@ void for_each_pixel(Planes& p, Op op) {
   }
 }
 
-float frame_contrast_mean(Planes& p, int64_t size) {
-  const float *r = p.r(), *g = p.g(), *b = p.b();
-  int64_t sum = 0;
-  for (int64_t i = 0; i < p.n; ++i) sum += (int64_t)quantised_grey(Rgb{r[i], g[i], b[i]});
-  return contrast_mean(sum, (int)size);
-}
+// The per-pixel ops of one synthetic video, in the order they apply: the colour jitter's four in the plan's
+// order, then grayscale.
+constexpr int kOpGrey = 4;   // after the JitterOp values
+struct PixelOp {
+  int kind;     // JitterOp or kOpGrey
+  float value;  // the jitter factor (hue: the shift); unused by grayscale
+};
+struct PixelOps {
+  PixelOp op[5];
+  int count = 0;
+  int contrast = -1;   // index of the contrast op, -1 if none: it needs the frame's mean grey first
+};
 
-void colour_jitter(Planes& p, const float* prm, int64_t size) {
-  for (int k = 0; k < 4; ++k) {
-    switch ((int)prm[kOrder0 + k]) {
-      case kOpBrightness: {
-        const float f = prm[kBrightness];
-        for_each_pixel(p, [f](auto v) { return brightness(v, f); });
-        break;
-      }
-      case kOpContrast: {
-        const float f = prm[kContrast];
-        const float mean = frame_contrast_mean(p, size);
-        for_each_pixel(p, [f, mean](auto v) { return contrast(v, f, mean); });
-        break;
-      }
-      case kOpSaturation: {
-        const float f = prm[kSaturation];
-        for_each_pixel(p, [f](auto v) { return saturation(v, f); });
-        break;
-      }
-      default: {
-        const float shift = prm[kHue];
-        for_each_pixel(p, [shift](auto v) { return hue(v, shift); });
-        break;
-      }
+PixelOps pixel_ops(const float* prm) {
+  PixelOps ops;
+  if (prm[kJitterOn] > 0.0f) {
+    for (int k = 0; k < 4; ++k) {
+      const int kind = (int)prm[kOrder0 + k];
+      if (kind == kOpBrightness) ops.op[ops.count++] = {kOpBrightness, prm[kBrightness]};
+      else if (kind == kOpContrast) ops.contrast = ops.count, ops.op[ops.count++] = {kOpContrast, prm[kContrast]};
+      else if (kind == kOpSaturation) ops.op[ops.count++] = {kOpSaturation, prm[kSaturation]};
+      else ops.op[ops.count++] = {kOpHue, prm[kHue]};
     }
   }
+  if (prm[kGrayscale] > 0.0f) ops.op[ops.count++] = {kOpGrey, 0.0f};
+  return ops;
+}
+
+// Applies ops.op[first .. end) to a planar row of n pixels; contrast uses `contrast_mean`.
+void apply_ops(const PixelOps& ops, int first, int end, float* row, int64_t n, float contrast_mean) {
+  for (int i = first; i < end; ++i) {
+    const float f = ops.op[i].value;
+    switch (ops.op[i].kind) {
+      case kOpBrightness: for_each_pixel(row, n, [f](auto v) { return brightness(v, f); }); break;
+      case kOpContrast: {
+        const float mean = contrast_mean;
+        for_each_pixel(row, n, [f, mean](auto v) { return contrast(v, f, mean); });
+        break;
+      }
+      case kOpSaturation: for_each_pixel(row, n, [f](auto v) { return saturation(v, f); }); break;
+      case kOpHue: for_each_pixel(row, n, [f](auto v) { return hue(v, f); }); break;
+      default: for_each_pixel(row, n, [](auto v) { return to_grey(v); }); break;
+    }
+  }
+}
+
+// The row's share of the exact contrast mean (see quantised_grey).
+int64_t row_grey_sum(const float* row, int64_t n) {
+  int64_t sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += (int64_t)quantised_grey(Rgb{row[i], row[n + i], row[2 * n + i]});
+  return sum;
 }
 
 // out[x .. x + R * kLanes) = taps[0] * rows[0][x..] + taps[1] * rows[1][x..] + ..., added in that order for
@@ -294,83 +302,104 @@ void weighted_rows(const float* const* rows, const float* taps, int k_taps, int6
   }
 }
 
-// Separable blur of each plane: src -> tmp (horizontal) -> src (vertical). Each row is first copied into a
-// reflect-padded buffer, so that tap k of the horizontal pass reads that buffer shifted by k; the vertical
-// pass reads the reflected rows. Taps are accumulated in order k = 0..2R for every pixel, as in the reference,
-// except zero taps (the planner zeroes negligible ones): their products are +0 (every value is finite and
-// >= 0) and adding +0 leaves a sum unchanged, so skipping them changes no bit.
-void blur(Planes& p, Planes& tmp, std::vector<float>& padded, std::vector<const float*>& rows,
-          std::vector<float>& taps, std::vector<int>& shifts, const float* all_taps, int radius, int64_t size) {
-  taps.clear(), shifts.clear();
-  for (int k = 0; k < 2 * radius + 1; ++k) {
-    if (all_taps[k] != 0.0f) taps.push_back(all_taps[k]), shifts.push_back(k);
-  }
-  if (taps.empty()) taps.push_back(0.0f), shifts.push_back(0);   // all zero (a hand-made plan): sums of +0
-  const int k_taps = (int)taps.size();
-  padded.resize(size + 2 * radius);
-  rows.resize(k_taps);
-  for (int c = 0; c < 3; ++c) {
-    const float* src = p.data.data() + c * p.n;
-    float* mid = tmp.data.data() + c * p.n;
-    for (int64_t y = 0; y < size; ++y) {
-      const float* in = src + y * size;
-      float* pad = padded.data();
-      std::copy(in, in + size, pad + radius);
-      for (int i = 0; i < radius; ++i) {
-        pad[i] = in[reflect(i - radius, (int)size)];
-        pad[radius + size + i] = in[reflect((int)size + i, (int)size)];
-      }
-      for (int k = 0; k < k_taps; ++k) rows[k] = pad + shifts[k];
-      weighted_rows(rows.data(), taps.data(), k_taps, size, mid + y * size);
+// Separable Gaussian blur, one row at a time: horizontal_row blurs a pixel row into the frame of
+// horizontally blurred rows, vertical_row then blurs columns of that frame into one output row. Taps are
+// accumulated in order k = 0..2R for every pixel, as in the reference, except zero taps (the planner zeroes
+// negligible ones): their products are +0 (every value is finite and >= 0) and adding +0 leaves a sum
+// unchanged, so skipping them changes no bit. Edges reflect (no edge repeat).
+class Blur {
+ public:
+  void set(const float* all_taps, int radius, int64_t size) {
+    radius_ = radius, size_ = size;
+    taps_.clear(), shifts_.clear();
+    for (int k = 0; k < 2 * radius + 1; ++k) {
+      if (all_taps[k] != 0.0f) taps_.push_back(all_taps[k]), shifts_.push_back(k);
     }
-    float* dst = p.data.data() + c * p.n;
-    for (int64_t y = 0; y < size; ++y) {
-      for (int k = 0; k < k_taps; ++k) {
-        rows[k] = mid + (int64_t)reflect((int)y + shifts[k] - radius, (int)size) * size;
-      }
-      weighted_rows(rows.data(), taps.data(), k_taps, size, dst + y * size);
-    }
+    if (taps_.empty()) taps_.push_back(0.0f), shifts_.push_back(0);   // all zero (a hand-made plan): sums of +0
+    padded_.resize(size + 2 * radius);
+    rows_.resize(taps_.size());
   }
-}
 
-void store(const Planes& p, const SynthArgs& a, int64_t m, int64_t t) {
-  const int64_t plane = a.size * a.size;
+  // Planar row [3][S] -> its horizontal blur [3][S]. Each channel is first copied into a reflect-padded
+  // buffer, so that tap k reads that buffer shifted by k.
+  void horizontal_row(const float* row, float* out) {
+    const int64_t size = size_;
+    for (int c = 0; c < 3; ++c) {
+      const float* in = row + c * size;
+      float* pad = padded_.data();
+      std::copy(in, in + size, pad + radius_);
+      for (int i = 0; i < radius_; ++i) {
+        pad[i] = in[reflect(i - radius_, (int)size)];
+        pad[radius_ + size + i] = in[reflect((int)size + i, (int)size)];
+      }
+      for (size_t k = 0; k < taps_.size(); ++k) rows_[k] = pad + shifts_[k];
+      weighted_rows(rows_.data(), taps_.data(), (int)taps_.size(), size, out + c * size);
+    }
+  }
+
+  // Row y [3][S] of the vertical blur of `rows` ([S][3][S], horizontally blurred).
+  void vertical_row(const float* rows, int64_t y, float* out) {
+    const int64_t size = size_;
+    for (int c = 0; c < 3; ++c) {
+      for (size_t k = 0; k < taps_.size(); ++k) {
+        rows_[k] = rows + ((int64_t)reflect((int)y + shifts_[k] - radius_, (int)size) * 3 + c) * size;
+      }
+      weighted_rows(rows_.data(), taps_.data(), (int)taps_.size(), size, out + c * size);
+    }
+  }
+
+ private:
+  int radius_ = 0;
+  int64_t size_ = 0;
+  std::vector<float> taps_, padded_;   // non-zero taps; one channel's row with `radius_` reflected each side
+  std::vector<int> shifts_;            // tap index k of each kept tap
+  std::vector<const float*> rows_;
+};
+
+// Clamp + convert one planar row [3][S] and write it as row y of output frame t of video m.
+void store_row(const float* row, const SynthArgs& a, int64_t m, int64_t t, int64_t y) {
+  const int64_t size = a.size;
   for (int c = 0; c < 3; ++c) {
-    const float* src = p.data.data() + c * p.n;
-    const int64_t offset = ((m * 3 + c) * a.frames_per_video + t) * plane;
+    const float* src = row + c * size;
+    const int64_t offset = ((m * 3 + c) * a.frames_per_video + t) * size * size + y * size;
     if (a.out_dtype == kOutUInt8) {
       uint8_t* dst = static_cast<uint8_t*>(a.out) + offset;
-      for (int64_t i = 0; i < plane; ++i) dst[i] = to_uint8(clamp255(src[i]));
+      for (int64_t i = 0; i < size; ++i) dst[i] = to_uint8(clamp255(src[i]));
     } else {
       const float scale = a.norm[c], shift = a.norm[3 + c];
       if (a.out_dtype == kOutFloat32) {
         float* dst = static_cast<float*>(a.out) + offset;
-        for (int64_t i = 0; i < plane; ++i) dst[i] = clamp255(src[i]) * scale + shift;
+        for (int64_t i = 0; i < size; ++i) dst[i] = clamp255(src[i]) * scale + shift;
       } else {
         uint16_t* dst = static_cast<uint16_t*>(a.out) + offset;
-        for (int64_t i = 0; i < plane; ++i) dst[i] = to_bfloat16_bits(clamp255(src[i]) * scale + shift);
+        for (int64_t i = 0; i < size; ++i) dst[i] = to_bfloat16_bits(clamp255(src[i]) * scale + shift);
       }
     }
   }
 }
 
+// Per-thread buffers. Frames are [S][3][S]: row y, channel c starts at (y * 3 + c) * S, so a pixel row is
+// contiguous (and stays in L1 while every per-row step runs on it).
 struct Scratch {
-  Planes image, action, tmp;
+  std::vector<float> frame;       // pixel rows waiting for the contrast mean
+  std::vector<float> horizontal;  // horizontally blurred rows
+  std::vector<float> row, action_row;
   std::vector<Tap> rows, cols;
   ColumnTaps column_taps;
-  std::vector<float> padded, blur_taps;
-  std::vector<int> blur_shifts;
-  std::vector<const float*> blur_rows;
-  RowCache cache;
-  explicit Scratch(int64_t size) : rows(size), cols(size) {
-    image.resize(size * size);
-    action.resize(size * size);
-    tmp.resize(size * size);
-  }
+  RowCache background_cache, action_cache;
+  Blur blur;
+  explicit Scratch(int64_t size)
+      : frame(3 * size * size), horizontal(3 * size * size), row(3 * size), action_row(3 * size), rows(size),
+        cols(size) {}
 };
 
+// One output frame, fused row by row so that each pixel row goes through its steps while it is in L1:
+//   1. sample the background row, sample and blend the action row, apply the pixel ops before contrast;
+//   2. (only with contrast, which needs the mean grey of the whole frame as step 1 leaves it) the rest of
+//      the ops on the stored rows;
+//   3. store the row, or blur it horizontally and, once all rows are, blur vertically and store.
 void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
-  const int64_t jf = a.frames_per_video, size = a.size;
+  const int64_t jf = a.frames_per_video, size = a.size, row_floats = 3 * size;
   const int64_t m = job / jf, t = job % jf;
   const float* prm = a.params + m * a.num_params;
   const int32_t* src = a.sources + m * 2;
@@ -384,21 +413,47 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
     s.cols[o] = sample_position(flip ? (int)(size - 1 - o) : (int)o, prm[kCropX0], prm[kScaleX], (int)a.width);
   }
   s.column_taps.set(s.cols);
+  s.background_cache.reset(size);
+  s.action_cache.reset(size);
   const uint8_t* background = a.videos + src[0] * video_bytes + (int64_t)frm[t] * frame_bytes;
-  sample_frame(background, a.width, s.rows.data(), s.column_taps, size, s.cache, s.image.data.data(), s.image.n);
   const int32_t action_frame = frm[jf + t];
-  if (action_frame >= 0) {
-    const uint8_t* action = a.videos + src[1] * video_bytes + (int64_t)action_frame * frame_bytes;
-    sample_frame(action, a.width, s.rows.data(), s.column_taps, size, s.cache, s.action.data.data(), s.action.n);
-    blend_planes(s.image, s.action, prm[kBeta]);
+  const uint8_t* action =
+      action_frame >= 0 ? a.videos + src[1] * video_bytes + (int64_t)action_frame * frame_bytes : nullptr;
+  const PixelOps ops = pixel_ops(prm);
+  const bool two_passes = ops.contrast >= 0;
+  const bool blurred = prm[kBlurOn] > 0.0f;
+  if (blurred) s.blur.set(prm + kBlur0, blur_radius_from_columns((int)a.num_params), size);
+
+  auto finish_row = [&](const float* row, int64_t y) {
+    if (blurred) s.blur.horizontal_row(row, s.horizontal.data() + y * row_floats);
+    else store_row(row, a, m, t, y);
+  };
+  int64_t grey_sum = 0;
+  for (int64_t y = 0; y < size; ++y) {
+    float* row = two_passes ? s.frame.data() + y * row_floats : s.row.data();
+    sample_row(background, a.width, s.rows[y], s.column_taps, size, s.background_cache, row);
+    if (action != nullptr) {
+      sample_row(action, a.width, s.rows[y], s.column_taps, size, s.action_cache, s.action_row.data());
+      blend_row(row, s.action_row.data(), row_floats, prm[kBeta]);
+    }
+    apply_ops(ops, 0, two_passes ? ops.contrast : ops.count, row, size, 0.0f);
+    if (two_passes) grey_sum += row_grey_sum(row, size);
+    else finish_row(row, y);
   }
-  if (prm[kJitterOn] > 0.0f) colour_jitter(s.image, prm, size);
-  if (prm[kGrayscale] > 0.0f) for_each_pixel(s.image, [](auto v) { return to_grey(v); });
-  if (prm[kBlurOn] > 0.0f) {
-    blur(s.image, s.tmp, s.padded, s.blur_rows, s.blur_taps, s.blur_shifts, prm + kBlur0,
-         blur_radius_from_columns((int)a.num_params), size);
+  if (two_passes) {
+    const float mean = contrast_mean(grey_sum, (int)size);
+    for (int64_t y = 0; y < size; ++y) {
+      float* row = s.frame.data() + y * row_floats;
+      apply_ops(ops, ops.contrast, ops.count, row, size, mean);
+      finish_row(row, y);
+    }
   }
-  store(s.image, a, m, t);
+  if (blurred) {
+    for (int64_t y = 0; y < size; ++y) {
+      s.blur.vertical_row(s.horizontal.data(), y, s.row.data());
+      store_row(s.row.data(), a, m, t, y);
+    }
+  }
 }
 
 }  // namespace
