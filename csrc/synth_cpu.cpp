@@ -99,7 +99,42 @@ struct ColumnTaps {
       first = std::min(first, offset0[x]);
       end = std::max(end, offset1[x] + 3);
     }
+#if defined(__AVX512F__)
+    set_windows(cols);
+#endif
   }
+#if defined(__AVX512F__)
+  // The columns in groups of 16 (the last group moved back to end at S), each group reading its pixels from
+  // a window of 32 source pixels that starts at window_start[g]; window_index0/1 [g * 16 + j] are column
+  // x_g + j's two pixels within it. windows_fit: every group's pixels span at most 32 (a crop at most twice
+  // as wide as the output), otherwise the rows are sampled as in the other builds.
+  std::vector<int32_t> window_start, window_index0, window_index1;
+  bool windows_fit = false;
+  static constexpr int64_t kGroup = 16, kWindow = 32;
+
+  static int64_t group_x(int64_t group, int64_t size) { return std::min(group * kGroup, size - kGroup); }
+
+  void set_windows(const std::vector<Tap>& cols) {
+    const int64_t size = (int64_t)cols.size(), groups = (size + kGroup - 1) / kGroup;
+    windows_fit = size >= kGroup;
+    if (!windows_fit) return;
+    window_start.resize(groups), window_index0.resize(groups * kGroup), window_index1.resize(groups * kGroup);
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t x = group_x(g, size);
+      int32_t start = INT32_MAX, last = 0;
+      for (int64_t j = 0; j < kGroup; ++j) {
+        start = std::min(start, cols[x + j].i0);
+        last = std::max(last, cols[x + j].i1);
+      }
+      if (last - start >= kWindow) windows_fit = false;
+      window_start[g] = start;
+      for (int64_t j = 0; j < kGroup; ++j) {
+        window_index0[g * kGroup + j] = cols[x + j].i0 - start;
+        window_index1[g * kGroup + j] = cols[x + j].i1 - start;
+      }
+    }
+  }
+#endif
 };
 
 // Horizontally interpolated source rows, cached by source row index (output rows mostly reuse them).
@@ -113,19 +148,31 @@ class RowCache {
     }
     next_ = 0;
   }
-  // Returns [3][S] planar: row `y` of `frame` sampled at the column taps. The part of the row the taps read
-  // is converted to float32 first, in one vectorised loop; the taps then read floats (the same values: every
-  // uint8 is exact in float32), four columns per step where SSE is available.
+  // Returns [3][S] planar: row `y` of `frame` sampled at the column taps.
   const float* get(const uint8_t* frame, int64_t width, int y, const ColumnTaps& cols) {
     for (int s = 0; s < 2; ++s)
       if (index_[s] == y) return rows_[s].data();
     const int slot = next_;
     next_ ^= 1;
     index_[slot] = y;
-    float* red = rows_[slot].data();
+    float* out = rows_[slot].data();
+    const uint8_t* row = frame + (size_t)y * width * 3;
+#if defined(__AVX512F__)
+    if (cols.windows_fit) {
+      sample_through_windows(row, width, cols, out);
+      return out;
+    }
+#endif
+    sample_transposed(row, width, cols, out);
+    return out;
+  }
+
+ private:
+  // The part of the row the taps read is converted to float32 first, in one vectorised loop; the taps then
+  // read floats (the same values: every uint8 is exact in float32), four columns per step where SSE is.
+  void sample_transposed(const uint8_t* row, int64_t width, const ColumnTaps& cols, float* red) {
     float* green = red + size_;
     float* blue = green + size_;
-    const uint8_t* row = frame + (size_t)y * width * 3;
     values_.resize(width * 3 + 1);   // + 1: the 4-float load of the last pixel reads one value past it
     float* values = values_.data();
     // converted up to one value past the span: a 4-float load of the span's last pixel reads it
@@ -158,13 +205,70 @@ class RowCache {
       green[x] = a[1] * w0[x] + b[1] * w1[x];
       blue[x] = a[2] * w0[x] + b[2] * w1[x];
     }
-    return red;
   }
 
- private:
+#if defined(__AVX512F__)
+  // The pixels the taps read, converted to float32 planes (vpermt2ps splits 16 interleaved pixels into
+  // channels); then per group of 16 columns and channel, two vpermt2ps pick the taps' pixels out of the
+  // group's 32-pixel window. The products and sums are the scalar loop's, lane by lane.
+  void sample_through_windows(const uint8_t* row, int64_t width, const ColumnTaps& cols, float* out) {
+    constexpr int64_t kGroup = ColumnTaps::kGroup, kWindow = ColumnTaps::kWindow;
+    const int64_t stride = width + kWindow;   // a window may start at the last pixel
+    planes_.resize(3 * stride);
+    deinterleave(row, cols.first / 3, cols.end / 3, stride);
+    const int64_t groups = (size_ + kGroup - 1) / kGroup;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t x = ColumnTaps::group_x(g, size_);
+      const __m512i index0 = _mm512_loadu_si512(cols.window_index0.data() + g * kGroup);
+      const __m512i index1 = _mm512_loadu_si512(cols.window_index1.data() + g * kGroup);
+      const __m512 w0 = _mm512_loadu_ps(cols.weight0.data() + x), w1 = _mm512_loadu_ps(cols.weight1.data() + x);
+      for (int c = 0; c < 3; ++c) {
+        const float* window = planes_.data() + c * stride + cols.window_start[g];
+        const __m512 low = _mm512_loadu_ps(window), high = _mm512_loadu_ps(window + 16);
+        const __m512 a = _mm512_permutex2var_ps(low, index0, high), b = _mm512_permutex2var_ps(low, index1, high);
+        _mm512_storeu_ps(out + c * size_ + x, _mm512_add_ps(_mm512_mul_ps(a, w0), _mm512_mul_ps(b, w1)));
+      }
+    }
+  }
+
+  // Pixels [first, end) of a channel-interleaved uint8 row -> float32 planes [3][stride], indexed by pixel.
+  void deinterleave(const uint8_t* row, int64_t first, int64_t end, int64_t stride) {
+    float* r = planes_.data();
+    float* g = r + stride;
+    float* b = g + stride;
+    // value v of 16 interleaved pixels (48 values in three registers); channel c of pixel j is value 3j + c.
+    // Pass 1 picks the values < 32 from the first two registers, pass 2 keeps those (lane j) and takes the
+    // rest from the third (lane 16 + v - 32).
+    alignas(64) int32_t pass1[3][16], pass2[3][16];
+    for (int c = 0; c < 3; ++c) {
+      for (int j = 0; j < 16; ++j) {
+        const int v = 3 * j + c;
+        pass1[c][j] = v < 32 ? v : 0;
+        pass2[c][j] = v < 32 ? j : 16 + v - 32;
+      }
+    }
+    int64_t p = first;
+    for (; p + 16 <= end; p += 16) {
+      const uint8_t* bytes = row + 3 * p;
+      const __m512 v0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)bytes)));
+      const __m512 v1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(bytes + 16))));
+      const __m512 v2 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(bytes + 32))));
+      float* planes[3] = {r, g, b};
+      for (int c = 0; c < 3; ++c) {
+        const __m512 low = _mm512_permutex2var_ps(v0, _mm512_load_si512(pass1[c]), v1);
+        _mm512_storeu_ps(planes[c] + p, _mm512_permutex2var_ps(low, _mm512_load_si512(pass2[c]), v2));
+      }
+    }
+    for (; p < end; ++p) r[p] = row[3 * p], g[p] = row[3 * p + 1], b[p] = row[3 * p + 2];
+  }
+#endif
+
   int64_t size_ = 0;
   std::vector<float> rows_[2];
   std::vector<float> values_;  // [W * 3 + 1] the row being sampled, as float32
+#if defined(__AVX512F__)
+  std::vector<float> planes_;  // [3][W + 32] the pixels being sampled, as float32 planes
+#endif
   int index_[2] = {-1, -1};
   int next_ = 0;
 };
