@@ -68,19 +68,6 @@ inline Lanes min_of<Lanes>(Lanes a, Lanes b) {
 
 namespace {  // each ISA variant has its own copy of these helpers
 
-// Planar float32 image of S x S pixels.
-struct Planes {
-  std::vector<float> data;
-  int64_t n = 0;
-  void resize(int64_t pixels) {
-    n = pixels;
-    data.resize(3 * pixels);
-  }
-  float* r() { return data.data(); }
-  float* g() { return data.data() + n; }
-  float* b() { return data.data() + 2 * n; }
-};
-
 // Column taps of a frame as flat arrays: offsets of the two source pixels (in floats of a row converted to
 // float32, channel-interleaved as stored) and their weights, plus the span of the row the taps read.
 struct ColumnTaps {
