@@ -124,6 +124,28 @@ struct ColumnTaps {
 #endif
 };
 
+#if defined(__AVX512F__)
+// Permute indices that split 16 channel-interleaved pixels (48 values v in three registers; channel c of pixel
+// j is value 3j + c) into channels: pass 1 picks the values < 32 from the first two registers, pass 2 keeps
+// those (lane j) and takes the rest from the third (lane 16 + v - 32).
+struct DeinterleaveIndices {
+  alignas(64) int32_t pass1[3][16];
+  alignas(64) int32_t pass2[3][16];
+};
+constexpr DeinterleaveIndices deinterleave_indices() {
+  DeinterleaveIndices index{};
+  for (int c = 0; c < 3; ++c) {
+    for (int j = 0; j < 16; ++j) {
+      const int v = 3 * j + c;
+      index.pass1[c][j] = v < 32 ? v : 0;
+      index.pass2[c][j] = v < 32 ? j : 16 + v - 32;
+    }
+  }
+  return index;
+}
+constexpr DeinterleaveIndices kDeinterleaveIndices = deinterleave_indices();
+#endif
+
 // Horizontally interpolated source rows, cached by source row index (output rows mostly reuse them).
 class RowCache {
  public:
@@ -223,17 +245,7 @@ class RowCache {
     float* r = planes_.data();
     float* g = r + stride;
     float* b = g + stride;
-    // value v of 16 interleaved pixels (48 values in three registers); channel c of pixel j is value 3j + c.
-    // Pass 1 picks the values < 32 from the first two registers, pass 2 keeps those (lane j) and takes the
-    // rest from the third (lane 16 + v - 32).
-    alignas(64) int32_t pass1[3][16], pass2[3][16];
-    for (int c = 0; c < 3; ++c) {
-      for (int j = 0; j < 16; ++j) {
-        const int v = 3 * j + c;
-        pass1[c][j] = v < 32 ? v : 0;
-        pass2[c][j] = v < 32 ? j : 16 + v - 32;
-      }
-    }
+    const DeinterleaveIndices& index = kDeinterleaveIndices;
     int64_t p = first;
     for (; p + 16 <= end; p += 16) {
       const uint8_t* bytes = row + 3 * p;
@@ -242,8 +254,8 @@ class RowCache {
       const __m512 v2 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(bytes + 32))));
       float* planes[3] = {r, g, b};
       for (int c = 0; c < 3; ++c) {
-        const __m512 low = _mm512_permutex2var_ps(v0, _mm512_load_si512(pass1[c]), v1);
-        _mm512_storeu_ps(planes[c] + p, _mm512_permutex2var_ps(low, _mm512_load_si512(pass2[c]), v2));
+        const __m512 low = _mm512_permutex2var_ps(v0, _mm512_load_si512(index.pass1[c]), v1);
+        _mm512_storeu_ps(planes[c] + p, _mm512_permutex2var_ps(low, _mm512_load_si512(index.pass2[c]), v2));
       }
     }
     for (; p < end; ++p) r[p] = row[3 * p], g[p] = row[3 * p + 1], b[p] = row[3 * p + 2];
