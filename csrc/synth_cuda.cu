@@ -1,6 +1,12 @@
 // PAL synthesis on CUDA: bit-identical to synth_cpu.cpp and to the torch reference (synthesize_ref.py).
 //
-// Two kernels, both on the caller's stream:
+// Frames of S <= 128 whose [3][S][S] float32 pixels fit in a block's shared memory (S = 112, the paper's size,
+// on an H100 or A100) take one kernel, synth_frame_kernel: one block of 1024 threads per output frame. Pass 1
+// samples, blends and runs the jitter ops before contrast into shared memory, adding up the frame's exact grey
+// sum (a block reduction); pass 2 runs the ops from contrast on and, with blur, the horizontal pass (one warp
+// per row); pass 3 the vertical pass and the typed store. Every pixel's pipeline runs once.
+//
+// Other frames (larger, or a GPU with less shared memory) take two kernels, both on the caller's stream:
 //   1. contrast_sums_kernel: for outputs with colour jitter, every pixel runs the pipeline up to the contrast
 //      op (sample, blend, the jitter ops ordered before contrast) and adds floor(grey * 256) into the frame's
 //      int64 sum in `workspace` (integer adds, so the order of the atomics does not matter).
@@ -92,13 +98,36 @@ __device__ __forceinline__ Frame load_frame(const SynthArgs& a, int64_t m, int64
   return f;
 }
 
-// Step 1-2: bilinear sample of the background (and the action frame, blended) at output pixel (oy, ox).
-__device__ __forceinline__ Rgb sample_pixel(const Frame& f, int oy, int ox) {
-  const Tap ty = sample_position(oy, f.crop_y0, f.scale_y, f.height);
-  const Tap tx = sample_position(f.flip ? f.size - 1 - ox : ox, f.crop_x0, f.scale_x, f.width);
-  const Rgb background = bilinear(f.background, f.width, ty, tx);
+// Where output row or column o samples its source: the byte offsets of its two source rows within the frame
+// (row taps) or of its two source pixels within a row (column taps, flipped when the frame is), and the weight of
+// the second. 16 bytes: the frame kernel reads one from shared memory in one load.
+struct alignas(16) SampleTap {
+  int offset0, offset1;
+  float w1;
+};
+
+__device__ __forceinline__ SampleTap row_tap(const Frame& f, int oy) {
+  const Tap t = sample_position(oy, f.crop_y0, f.scale_y, f.height);
+  return SampleTap{t.i0 * f.width * 3, t.i1 * f.width * 3, t.w1};
+}
+
+__device__ __forceinline__ SampleTap column_tap(const Frame& f, int ox) {
+  const Tap t = sample_position(f.flip ? f.size - 1 - ox : ox, f.crop_x0, f.scale_x, f.width);
+  return SampleTap{t.i0 * 3, t.i1 * 3, t.w1};
+}
+
+// Step 1-2: bilinear sample of the background (and the action frame, blended) at the output pixel of these taps.
+__device__ __forceinline__ Rgb sample_at(const Frame& f, SampleTap row, SampleTap col) {
+  const Rgb background = bilinear_rows(f.background + row.offset0, f.background + row.offset1, col.offset0,
+                                       col.offset1, col.w1, row.w1);
   if (f.action == nullptr) return background;
-  return blend(bilinear(f.action, f.width, ty, tx), background, f.beta);
+  const Rgb action =
+      bilinear_rows(f.action + row.offset0, f.action + row.offset1, col.offset0, col.offset1, col.w1, row.w1);
+  return blend(action, background, f.beta);
+}
+
+__device__ __forceinline__ Rgb sample_pixel(const Frame& f, int oy, int ox) {
+  return sample_at(f, row_tap(f, oy), column_tap(f, ox));
 }
 
 __device__ __forceinline__ Rgb jitter_op(const Frame& f, int op, Rgb v) {
@@ -110,13 +139,17 @@ __device__ __forceinline__ Rgb jitter_op(const Frame& f, int op, Rgb v) {
   }
 }
 
+// The jitter ops of order slots first..last-1, in order.
+__device__ __forceinline__ Rgb jitter_slots(const Frame& f, Rgb v, int first, int last) {
+#pragma unroll 1
+  for (int k = first; k < last; ++k) v = jitter_op(f, (f.ops >> (2 * k)) & 3, v);
+  return v;
+}
+
 // Steps 1-4: the value of output pixel (oy, ox) just before the blur.
 __device__ __forceinline__ Rgb pre_blur_pixel(const Frame& f, int oy, int ox) {
   Rgb v = sample_pixel(f, oy, ox);
-  if (f.jitter) {
-#pragma unroll 1
-    for (int k = 0; k < 4; ++k) v = jitter_op(f, (f.ops >> (2 * k)) & 3, v);
-  }
+  if (f.jitter) v = jitter_slots(f, v, 0, 4);
   if (f.grayscale) v = to_grey(v);
   return v;
 }
@@ -151,13 +184,13 @@ __device__ __forceinline__ void store_pixel(const SynthArgs& a, const Frame& f, 
   }
 }
 
-// The pixels tid, tid + kThreads, tid + 2 kThreads, ... of a region `cols` wide, as (row r, column c), without
+// The pixels tid, tid + threads, tid + 2 threads, ... of a region `cols` wide, as (row r, column c), without
 // an integer division per pixel (cols is not a compile-time constant; a division costs ~20 instructions):
 //   for (PixelWalk p(cols, tid); p.r < rows; p.next()) ...
 struct PixelWalk {
   int r, c, cols, step_r, step_c;
-  __device__ __forceinline__ PixelWalk(int cols_, int tid)
-      : r(tid / cols_), c(tid % cols_), cols(cols_), step_r(kThreads / cols_), step_c(kThreads % cols_) {}
+  __device__ __forceinline__ PixelWalk(int cols_, int tid, int threads = kThreads)
+      : r(tid / cols_), c(tid % cols_), cols(cols_), step_r(threads / cols_), step_c(threads % cols_) {}
   __device__ __forceinline__ void next() {
     r += step_r;
     c += step_c;  // < 2 cols
@@ -186,9 +219,7 @@ __global__ void __launch_bounds__(kThreads) contrast_sums_kernel(SynthArgs a, un
       const int64_t p = first + i;
       if (p < pixels) {
         const int oy = (int)(p / a.size), ox = (int)(p % a.size);
-        Rgb v = sample_pixel(f, oy, ox);
-#pragma unroll 1
-        for (int k = 0; k < f.contrast_at; ++k) v = jitter_op(f, (f.ops >> (2 * k)) & 3, v);
+        const Rgb v = jitter_slots(f, sample_pixel(f, oy, ox), 0, f.contrast_at);
         local += (long long)quantised_grey(v);
       }
     }
@@ -339,13 +370,183 @@ __global__ void __launch_bounds__(kThreads, kSharedBlur ? 4 : 3)
   }
 }
 
-}  // namespace
+// --- Kernel 3: one block per output frame, the whole frame in shared memory ----------------------------------
+// The pipeline runs once per pixel: the contrast mean is a reduction within the block (no contrast_sums_kernel,
+// no second evaluation of the ops before contrast) and the blur reads its neighbours from the frame in shared
+// memory (no halo recomputed at tile edges). Used when the frame fits (3 S^2 floats: S = 112 takes 147 KiB,
+// which an H100's or A100's opt-in shared memory holds) and S <= kMaxFrameSize.
+constexpr int kFrameThreads = 1024;
+constexpr int kFrameWarps = kFrameThreads / 32;
+constexpr int kMaxFrameSize = 128;  // the horizontal blur holds a row's ceil(S / 32) <= kRowChunks outputs per lane
+constexpr int kRowChunks = kMaxFrameSize / 32;
 
-cudaError_t synthesize_cuda(const SynthArgs& a, int64_t* workspace, cudaStream_t stream) {
+// Dynamic shared memory of frame_kernel, in bytes:
+//   row_taps     [S] SampleTap       column_taps [S] SampleTap
+//   warp_sums    [kFrameWarps] int64 (grey sums of the contrast mean)
+//   pixels       [3][S][S] float     the frame between the passes
+//   blur_taps    [2R+1] float
+__host__ __device__ __forceinline__ int64_t frame_shared_bytes(int64_t size, int64_t radius) {
+  return 2 * size * (int64_t)sizeof(SampleTap) + kFrameWarps * 8 + (3 * size * size + 2 * radius + 1) * 4;
+}
+
+// sum_k taps[k] * line[reflect(pos + k - R) * step] for each plane (plane apart), in the order of tap_sum: for
+// the pixels within R of an edge.
+__device__ __forceinline__ Rgb tap_sum_reflected(const float* line, int step, int plane, int pos, int size,
+                                                 const float* taps, int radius) {
+  Rgb acc{0.0f, 0.0f, 0.0f};
+  for (int k = 0; k <= 2 * radius; ++k) {
+    const float w = taps[k];
+    const float* at = line + reflect(pos + k - radius, size) * step;
+    if (k == 0) {
+      acc = Rgb{w * at[0], w * at[plane], w * at[2 * plane]};
+    } else {
+      acc = Rgb{acc.r + w * at[0], acc.g + w * at[plane], acc.b + w * at[2 * plane]};
+    }
+  }
+  return acc;
+}
+
+// The blur tap sum at position pos of a line of `size` values `step` apart.
+__device__ __forceinline__ Rgb blur_at(const float* line, int step, int plane, int pos, int size, const float* taps,
+                                       int radius) {
+  if (pos >= radius && pos + radius < size) {
+    return tap_sum(line + (pos - radius) * step, step, plane, taps, 2 * radius + 1);
+  }
+  return tap_sum_reflected(line, step, plane, pos, size, taps, radius);
+}
+
+__device__ __forceinline__ void put(float* at, int plane, Rgb v) {
+  at[0] = v.r;
+  at[plane] = v.g;
+  at[2 * plane] = v.b;
+}
+
+__device__ __forceinline__ Rgb get(const float* at, int plane) { return Rgb{at[0], at[plane], at[2 * plane]}; }
+
+// The sum of every thread's `local` over the block, returned to every thread; warp_sums is the block's scratch.
+__device__ __forceinline__ long long block_sum(long long local, long long* warp_sums) {
+  const int lane = (int)threadIdx.x & 31, warp = (int)threadIdx.x >> 5;
+  for (int offset = 16; offset > 0; offset >>= 1) local += __shfl_down_sync(0xffffffffu, local, offset);
+  if (lane == 0) warp_sums[warp] = local;
+  __syncthreads();
+  long long total = warp_sums[lane];  // kFrameWarps == 32: one per lane
+  for (int offset = 16; offset > 0; offset >>= 1) total += __shfl_xor_sync(0xffffffffu, total, offset);
+  return total;
+}
+
+// Output frame (m, t) by the whole block. Every branch on f is block-uniform, so every thread meets every barrier.
+__device__ __forceinline__ void synthesize_frame(const SynthArgs& a, int64_t m, int64_t t, int radius,
+                                                 unsigned char* smem) {
+  const int tid = (int)threadIdx.x;
+  Frame f = load_frame(a, m, t, nullptr);
+  const int size = f.size, plane = f.size * f.size;
+  SampleTap* row_taps = reinterpret_cast<SampleTap*>(smem);
+  SampleTap* column_taps = row_taps + size;
+  long long* warp_sums = reinterpret_cast<long long*>(column_taps + size);
+  float* pixels = reinterpret_cast<float*>(warp_sums + kFrameWarps);  // [3][S][S]
+  float* blur_taps = pixels + 3 * plane;
+
+  for (int i = tid; i < size; i += kFrameThreads) {
+    row_taps[i] = row_tap(f, i);
+    column_taps[i] = column_tap(f, i);
+  }
+  if (f.blur) {
+    const float* taps = a.params + m * a.num_params + kBlur0;
+    for (int i = tid; i <= 2 * radius; i += kFrameThreads) blur_taps[i] = taps[i];
+  }
+  __syncthreads();
+
+  // Pass 1: sample, blend, the jitter ops before contrast (all ops and the grey conversion when there is no
+  // jitter); the frame's exact grey sum for the contrast mean. A frame that needs nothing more is stored here.
+  const int pre_contrast = f.jitter ? f.contrast_at : 0;
+  const bool done_in_pass_1 = !f.jitter && !f.blur;
+  long long grey_sum = 0;
+  for (PixelWalk p(size, tid, kFrameThreads); p.r < size; p.next()) {
+    Rgb v = jitter_slots(f, sample_at(f, row_taps[p.r], column_taps[p.c]), 0, pre_contrast);
+    if (f.jitter) {
+      grey_sum += quantised_grey(v);
+    } else if (f.grayscale) {
+      v = to_grey(v);
+    }
+    if (done_in_pass_1) {
+      store_pixel(a, f, m, t, p.r, p.c, v);
+    } else {
+      put(pixels + p.r * size + p.c, plane, v);
+    }
+  }
+  if (done_in_pass_1) return;
+  if (f.jitter) {
+    f.mean = contrast_mean(block_sum(grey_sum, warp_sums), size);  // its barrier also publishes `pixels`
+  } else {
+    __syncthreads();
+  }
+
+  // Pass 2 without blur: the ops from contrast on, grey conversion, store.
+  if (!f.blur) {
+    for (PixelWalk p(size, tid, kFrameThreads); p.r < size; p.next()) {
+      Rgb v = jitter_slots(f, get(pixels + p.r * size + p.c, plane), pre_contrast, 4);
+      if (f.grayscale) v = to_grey(v);
+      store_pixel(a, f, m, t, p.r, p.c, v);
+    }
+    return;
+  }
+
+  // Pass 2 with blur: one warp per row: the ops from contrast on (when there is jitter), then the horizontal
+  // pass in place: every lane holds its outputs until the whole row has been read.
+  const int lane = tid & 31;
+  for (int row = tid >> 5; row < size; row += kFrameWarps) {
+    float* line = pixels + row * size;
+    if (f.jitter) {
+      for (int c = lane; c < size; c += 32) {
+        Rgb v = jitter_slots(f, get(line + c, plane), pre_contrast, 4);
+        if (f.grayscale) v = to_grey(v);
+        put(line + c, plane, v);
+      }
+      __syncwarp();
+    }
+    Rgb blurred[kRowChunks];
+#pragma unroll
+    for (int k = 0; k < kRowChunks; ++k) {
+      const int c = lane + 32 * k;
+      if (c < size) blurred[k] = blur_at(line, 1, plane, c, size, blur_taps, radius);
+    }
+    __syncwarp();
+#pragma unroll
+    for (int k = 0; k < kRowChunks; ++k) {
+      const int c = lane + 32 * k;
+      if (c < size) put(line + c, plane, blurred[k]);
+    }
+  }
+  __syncthreads();
+
+  // Pass 3: the vertical pass, clamp and store.
+  for (PixelWalk p(size, tid, kFrameThreads); p.r < size; p.next()) {
+    store_pixel(a, f, m, t, p.r, p.c, blur_at(pixels + p.c, size, plane, p.r, size, blur_taps, radius));
+  }
+}
+
+// Kernel 3. Grid x: output frames (strided), kFrameThreads threads, frame_shared_bytes of dynamic shared memory.
+__global__ void __launch_bounds__(kFrameThreads, 1) synth_frame_kernel(SynthArgs a, int radius) {
+  extern __shared__ __align__(16) unsigned char frame_smem[];
   const int64_t jobs = a.num_outputs * a.frames_per_video;
-  if (jobs <= 0 || a.size <= 0) return cudaSuccess;
-  const unsigned grid_y = (unsigned)(jobs < kMaxGridY ? jobs : kMaxGridY);
+  for (int64_t job = blockIdx.x; job < jobs; job += gridDim.x) {
+    synthesize_frame(a, job / a.frames_per_video, job % a.frames_per_video, radius, frame_smem);
+    __syncthreads();  // the shared memory is reused by the block's next frame
+  }
+}
 
+cudaError_t max_shared_bytes_per_block(int* bytes) {
+  int device = 0;
+  const cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  return cudaDeviceGetAttribute(bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+}
+
+// contrast_sums_kernel, then synth_kernel over 32 x 32 tiles: for frames that do not fit the frame kernel.
+cudaError_t launch_tile_kernels(const SynthArgs& a, int64_t* workspace, int radius, int optin_bytes,
+                                cudaStream_t stream) {
+  const int64_t jobs = a.num_outputs * a.frames_per_video;
+  const unsigned grid_y = (unsigned)(jobs < kMaxGridY ? jobs : kMaxGridY);
   cudaError_t err = cudaMemsetAsync(workspace, 0, (size_t)jobs * sizeof(int64_t), stream);
   if (err != cudaSuccess) return err;
 
@@ -360,19 +561,12 @@ cudaError_t synthesize_cuda(const SynthArgs& a, int64_t* workspace, cudaStream_t
   err = cudaGetLastError();
   if (err != cudaSuccess) return err;
 
-  int radius = blur_radius_from_columns((int)a.num_params);
-  if (radius < 0) radius = 0;
   bool shared_blur = true;  // false: huge radius, blur without a shared halo (slow, same results)
   size_t shared_bytes = (size_t)blur_shared_floats(radius) * sizeof(float);
   if (shared_bytes > kDefaultSharedBytes) {
-    int device = 0, optin = 0;
-    err = cudaGetDevice(&device);
-    if (err != cudaSuccess) return err;
-    err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    if (err != cudaSuccess) return err;
-    if (shared_bytes <= (size_t)optin) {
+    if (shared_bytes <= (size_t)optin_bytes) {
       // the device maximum, not shared_bytes: concurrent callers with other radii never lower it under us
-      err = cudaFuncSetAttribute(synth_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+      err = cudaFuncSetAttribute(synth_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin_bytes);
       if (err != cudaSuccess) return err;
     } else {
       shared_blur = false;
@@ -385,6 +579,29 @@ cudaError_t synthesize_cuda(const SynthArgs& a, int64_t* workspace, cudaStream_t
   } else {
     synth_kernel<false><<<grid, block, 0, stream>>>(a, workspace, radius, (int)tiles_x);
   }
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t synthesize_cuda(const SynthArgs& a, int64_t* workspace, cudaStream_t stream) {
+  const int64_t jobs = a.num_outputs * a.frames_per_video;
+  if (jobs <= 0 || a.size <= 0) return cudaSuccess;
+  int radius = blur_radius_from_columns((int)a.num_params);
+  if (radius < 0) radius = 0;  // no blur columns
+  int optin_bytes = 0;
+  cudaError_t err = max_shared_bytes_per_block(&optin_bytes);
+  if (err != cudaSuccess) return err;
+
+  const int64_t frame_bytes = frame_shared_bytes(a.size, radius);
+  if (a.size > kMaxFrameSize || frame_bytes > optin_bytes) {
+    return launch_tile_kernels(a, workspace, radius, optin_bytes, stream);
+  }
+  // the device maximum, not frame_bytes: concurrent callers with other sizes never lower it under us
+  err = cudaFuncSetAttribute(synth_frame_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin_bytes);
+  if (err != cudaSuccess) return err;
+  const unsigned grid = (unsigned)(jobs < INT_MAX ? jobs : INT_MAX);
+  synth_frame_kernel<<<grid, kFrameThreads, (size_t)frame_bytes, stream>>>(a, radius);
   return cudaGetLastError();
 }
 

@@ -82,20 +82,15 @@ UPTAL_HD Tap sample_position(int o, float start, float scale, int extent) {
   return t;
 }
 
-// Bilinear sample of one channel-interleaved uint8 frame [H, W, 3] at (row tap, column tap).
-UPTAL_HD Rgb bilinear(const uint8_t* frame, int width, Tap y, Tap x) {
-  const uint8_t* row0 = frame + y.i0 * width * 3;
-  const uint8_t* row1 = frame + y.i1 * width * 3;
-  const uint8_t* p00 = row0 + x.i0 * 3;
-  const uint8_t* p01 = row0 + x.i1 * 3;
-  const uint8_t* p10 = row1 + x.i0 * 3;
-  const uint8_t* p11 = row1 + x.i1 * 3;
-  const float wx0 = 1.0f - x.w1, wy0 = 1.0f - y.w1;
+// Bilinear sample of a channel-interleaved uint8 frame [H, W, 3] from its rows row0 (weight 1 - wy1) and row1
+// (weight wy1), at the columns whose pixels start at byte offsets c0 (weight 1 - wx1) and c1 (weight wx1).
+UPTAL_HD Rgb bilinear_rows(const uint8_t* row0, const uint8_t* row1, int c0, int c1, float wx1, float wy1) {
+  const float wx0 = 1.0f - wx1, wy0 = 1.0f - wy1;
   float v[3];
   for (int c = 0; c < 3; ++c) {
-    float top = (float)p00[c] * wx0 + (float)p01[c] * x.w1;
-    float bottom = (float)p10[c] * wx0 + (float)p11[c] * x.w1;
-    v[c] = top * wy0 + bottom * y.w1;
+    float top = (float)row0[c0 + c] * wx0 + (float)row0[c1 + c] * wx1;
+    float bottom = (float)row1[c0 + c] * wx0 + (float)row1[c1 + c] * wx1;
+    v[c] = top * wy0 + bottom * wy1;
   }
   return Rgb{v[0], v[1], v[2]};
 }

@@ -57,11 +57,18 @@ CONFIGS = {
     "odd sizes": PalConfig(clips=2, frames=3, size=13, max_region_clips=2, blur_kernel=7, jitter_p=1.0, blur_p=1.0),
     "moco baseline": PalConfig(clips=1, frames=4, size=16, dense=False, scale=False, paste="none",
                                max_region_clips=1),
-    # CUDA: several 32 x 32 tiles per frame (halos across tile edges, a partial edge tile), and a blur radius
-    # whose halo does not fit in shared memory (the kernel's fallback without it)
-    "several tiles": PalConfig(clips=2, frames=2, size=75, max_region_clips=1, blur_kernel=11, jitter_p=1.0,
+    # CUDA runs a frame of S <= 128 in one block with the whole frame in shared memory: at the largest such
+    # size (every lane of a row's warp holds 4 blurred outputs), and with a blur radius close to the frame size
+    # (reflection on both sides of every pixel)
+    "one block per frame, largest": PalConfig(clips=1, frames=2, size=128, max_region_clips=1, blur_kernel=11,
+                                              jitter_p=1.0, grayscale_p=0.3, blur_p=0.5, dense=False),
+    "blur radius near the frame size": PalConfig(clips=1, frames=2, size=70, max_region_clips=1, blur_kernel=121,
+                                                 blur_p=1.0, dense=False),
+    # CUDA with S > 128: several 32 x 32 tiles per frame (halos across tile edges, a partial edge tile), and a
+    # blur radius whose halo does not fit in shared memory (the kernel's fallback without it)
+    "several tiles": PalConfig(clips=2, frames=2, size=150, max_region_clips=1, blur_kernel=11, jitter_p=1.0,
                                grayscale_p=0.3, blur_p=0.5),
-    "huge blur": PalConfig(clips=1, frames=2, size=70, max_region_clips=1, blur_kernel=121, blur_p=1.0,
+    "huge blur": PalConfig(clips=1, frames=2, size=130, max_region_clips=1, blur_kernel=101, blur_p=1.0,
                            dense=False),
 }
 
