@@ -5,14 +5,18 @@
 #   WHEELS=.whl OUT=/tmp/gpu bash bench/gpu_checks.sh [extra videos folder]
 #
 # BUDGET_S: seconds the whole script may take (default 540): later steps get what is left, and are skipped
-# when nothing is. STEPS: the steps to run (default all: build info pytest_cuda bench_synthesis ncu_synthesis
-# bench_infonce pytest_all bench_train bench_train_compiled bench_train_transcoded bench_data bench_extract
-# extract pretrain_demo), in this file's order. PYTEST_ALL: what pytest_all runs (default tests).
+# when nothing is. STEPS: the steps to run (default all: build info ab_synthesis pytest_cuda
+# bench_synthesis_baseline bench_synthesis ncu_synthesis bench_infonce pytest_all bench_train
+# bench_train_compiled bench_train_transcoded bench_data bench_extract extract pretrain_demo), in this file's
+# order. PYTEST_CUDA, PYTEST_ALL: the tests that pytest_cuda (default: below) and pytest_all (default: tests) run.
 # SYNTHESIS_ARGS, TRAIN_ARGS, DATA_ARGS: extra arguments of those benchmarks. WHEELS: optional folder of wheels
-# to install first (PyAV where the node lacks it). OUT: where logs and the benchmark JSON go: one archive,
-# $OUT/gpu_checks.tar.gz, refreshed after every step (so a run cut short still returns what it did), holding
-# <step>.log for each step and results/<gpu>/*.json (also written to bench/results/<gpu>/). The last lines
-# printed are a summary of every step's exit status and time.
+# to install first (PyAV where the node lacks it). BASELINE_SRC: optional source tree of the version to compare
+# against (`git archive` of a commit, carried to the node): the build step builds it too, in parallel; the
+# ab_synthesis step times both builds' _C_cuda in one process, calls alternating (bench/ab_synthesis.py), and
+# bench_synthesis_baseline runs the baseline's bench_synthesis.py (not saved) just before bench_synthesis.
+# OUT: where logs and the benchmark JSON go: one archive, $OUT/gpu_checks.tar.gz, refreshed after every step (so
+# a run cut short still returns what it did), holding <step>.log for each step and results/<gpu>/*.json (also
+# written to bench/results/<gpu>/). The last lines printed are a summary of every step's exit status and time.
 set -u -o pipefail
 OUT=${OUT:-/tmp/uptal-gpu}
 LOGS=$(mktemp -d)
@@ -46,26 +50,41 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$LOGS/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$LOGS/gpu.txt"
 
-# Build for this GPU only (the default list covers every architecture and takes minutes).
-export CUDAARCHS=${CUDAARCHS:-native}
-step build 240 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/uptal \
-  -Ccmake.define.UPTAL_CUDA=ON .
-export PYTHONPATH=/tmp/uptal:${PYTHONPATH:-}
+# Build for this GPU only (the default list covers every architecture and takes minutes); any baseline beside it.
+export CUDAARCHS=${CUDAARCHS:-native} BASELINE_SRC=${BASELINE_SRC:-}
+install_build() {   # install_build SOURCE TARGET
+  python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$2" \
+    -Ccmake.define.UPTAL_CUDA=ON "$1"
+}
+export -f install_build
+step build 240 bash -c 'if [ -n "$BASELINE_SRC" ]; then install_build "$BASELINE_SRC" /tmp/uptal-baseline & fi
+  install_build . /tmp/uptal; rc=$?; wait $! 2>/dev/null || rc=1; exit $rc'
+export SITE_PATH=${PYTHONPATH:-} PYTHONPATH=/tmp/uptal:${PYTHONPATH:-}
 step info 60 python3 -m uptal.info
+if [ -n "$BASELINE_SRC" ]; then
+  step ab_synthesis 120 python3 bench/ab_synthesis.py /tmp/uptal-baseline/uptal/_C_cuda.*.so \
+    /tmp/uptal/uptal/_C_cuda.*.so --device cuda --rounds 21
+fi
 # CUDA against the references: synthesis on every config and dtype, the Triton kernels at the paper's sizes,
 # MoCo and extraction on the device; a training step with no host sync in it, a step's scalars read early.
-step pytest_cuda 240 python3 -m pytest -q -p no:cacheprovider -n 4 tests/ops tests/models/test_moco.py \
-  tests/features/test_extract.py tests/train/test_gpu_step.py tests/train/test_host_values.py \
-  tests/train/test_gpu_idle.py -k "cuda or gpu" -rs
+PYTEST_CUDA=${PYTEST_CUDA:-tests/ops tests/models/test_moco.py tests/features/test_extract.py \
+  tests/train/test_gpu_step.py tests/train/test_host_values.py tests/train/test_gpu_idle.py}
+step pytest_cuda 240 python3 -m pytest -q -p no:cacheprovider -n 4 $PYTEST_CUDA -k "cuda or gpu" -rs
+if [ -n "$BASELINE_SRC" ]; then
+  step bench_synthesis_baseline 120 bash -c 'cd "$BASELINE_SRC" && PYTHONPATH=/tmp/uptal-baseline:$SITE_PATH \
+    python3 bench/bench_synthesis.py --gpu-only --no-compile --no-save --repeats 20'
+fi
 step bench_synthesis 180 python3 bench/bench_synthesis.py --gpu-only --repeats 20 ${SYNTHESIS_ARGS:-}
-# Hardware counters of the synthesis kernels (third call: past the first launch's warm-up), when Nsight Compute
-# is there; --clock-control none: virtualised nodes do not let it lock the clocks.
+# Hardware counters of the synthesis kernels (past the first call's warm-up: the frame kernel of calls 3 and 4,
+# or the two tile kernels of call 2), when Nsight Compute is there; --clock-control none: virtualised nodes do
+# not let it lock the clocks.
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
 if [ -n "$NCU" ]; then
-  step ncu_synthesis 150 "$NCU" --clock-control none --kernel-name regex:"synth_kernel|contrast_sums_kernel" \
-    --launch-skip 4 --launch-count 2 --section SpeedOfLight --section Occupancy --section LaunchStats \
+  step ncu_synthesis 150 "$NCU" --clock-control none \
+    --kernel-name regex:"synth_frame_kernel|synth_kernel|contrast_sums_kernel" --launch-skip 2 --launch-count 2 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats \
     --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section WarpStateStats \
-    --section SchedulerStats python3 bench/bench_synthesis.py --profile-calls 3
+    --section SchedulerStats python3 bench/bench_synthesis.py --profile-calls 4
 fi
 step bench_infonce 240 python3 bench/bench_infonce.py
 step pytest_all 300 python3 -m pytest -q -p no:cacheprovider -n 8 --maxfail 20 ${PYTEST_ALL:-tests}
