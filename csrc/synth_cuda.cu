@@ -373,8 +373,8 @@ __global__ void __launch_bounds__(kThreads, kSharedBlur ? 4 : 3)
 // --- Kernel 3: one block per output frame, the whole frame in shared memory ----------------------------------
 // The pipeline runs once per pixel: the contrast mean is a reduction within the block (no contrast_sums_kernel,
 // no second evaluation of the ops before contrast) and the blur reads its neighbours from the frame in shared
-// memory (no halo recomputed at tile edges). Used when the frame fits (3 S^2 floats: S = 112 takes 147 KiB,
-// which an H100's or A100's opt-in shared memory holds) and S <= kMaxFrameSize.
+// memory (no halo recomputed at tile edges). Used when the frame fits (3 S (S + 2R) floats: S = 112 with R = 5
+// takes 161 KiB, which an H100's or A100's opt-in shared memory holds) and S <= kMaxFrameSize.
 constexpr int kFrameThreads = 1024;
 constexpr int kFrameWarps = kFrameThreads / 32;
 constexpr int kMaxFrameSize = 128;  // the horizontal blur holds a row's ceil(S / 32) <= kRowChunks outputs per lane
@@ -383,10 +383,13 @@ constexpr int kRowChunks = kMaxFrameSize / 32;
 // Dynamic shared memory of frame_kernel, in bytes:
 //   row_taps     [S] SampleTap       column_taps [S] SampleTap
 //   warp_sums    [kFrameWarps] int64 (grey sums of the contrast mean)
-//   pixels       [3][S][S] float     the frame between the passes
+//   pixels       [3][S][R + S + R] float   the frame between the passes; pixel (y, x) of a plane at
+//                                          y (S + 2R) + R + x, with R columns on either side that hold the row's
+//                                          reflection for the horizontal blur (so that no lane branches on it)
 //   blur_taps    [2R+1] float
 __host__ __device__ __forceinline__ int64_t frame_shared_bytes(int64_t size, int64_t radius) {
-  return 2 * size * (int64_t)sizeof(SampleTap) + kFrameWarps * 8 + (3 * size * size + 2 * radius + 1) * 4;
+  return 2 * size * (int64_t)sizeof(SampleTap) + kFrameWarps * 8 +
+         (3 * size * (size + 2 * radius) + 2 * radius + 1) * 4;
 }
 
 // sum_k taps[k] * line[reflect(pos + k - R) * step] for each plane (plane apart), in the order of tap_sum: for
@@ -439,11 +442,11 @@ __device__ __forceinline__ void synthesize_frame(const SynthArgs& a, int64_t m, 
                                                  unsigned char* smem) {
   const int tid = (int)threadIdx.x;
   Frame f = load_frame(a, m, t, nullptr);
-  const int size = f.size, plane = f.size * f.size;
+  const int size = f.size, stride = size + 2 * radius, plane = size * stride;
   SampleTap* row_taps = reinterpret_cast<SampleTap*>(smem);
   SampleTap* column_taps = row_taps + size;
   long long* warp_sums = reinterpret_cast<long long*>(column_taps + size);
-  float* pixels = reinterpret_cast<float*>(warp_sums + kFrameWarps);  // [3][S][S]
+  float* pixels = reinterpret_cast<float*>(warp_sums + kFrameWarps);  // [3][S][R + S + R]
   float* blur_taps = pixels + 3 * plane;
 
   for (int i = tid; i < size; i += kFrameThreads) {
@@ -471,7 +474,7 @@ __device__ __forceinline__ void synthesize_frame(const SynthArgs& a, int64_t m, 
     if (done_in_pass_1) {
       store_pixel(a, f, m, t, p.r, p.c, v);
     } else {
-      put(pixels + p.r * size + p.c, plane, v);
+      put(pixels + p.r * stride + radius + p.c, plane, v);
     }
   }
   if (done_in_pass_1) return;
@@ -484,18 +487,19 @@ __device__ __forceinline__ void synthesize_frame(const SynthArgs& a, int64_t m, 
   // Pass 2 without blur: the ops from contrast on, grey conversion, store.
   if (!f.blur) {
     for (PixelWalk p(size, tid, kFrameThreads); p.r < size; p.next()) {
-      Rgb v = jitter_slots(f, get(pixels + p.r * size + p.c, plane), pre_contrast, 4);
+      Rgb v = jitter_slots(f, get(pixels + p.r * stride + radius + p.c, plane), pre_contrast, 4);
       if (f.grayscale) v = to_grey(v);
       store_pixel(a, f, m, t, p.r, p.c, v);
     }
     return;
   }
 
-  // Pass 2 with blur: one warp per row: the ops from contrast on (when there is jitter), then the horizontal
+  // Pass 2 with blur: one warp per row: the ops from contrast on (when there is jitter), the row's reflection
+  // into its side columns (index -1 - j holds pixel 1 + j, index S + j pixel S - 2 - j), then the horizontal
   // pass in place: every lane holds its outputs until the whole row has been read.
   const int lane = tid & 31;
   for (int row = tid >> 5; row < size; row += kFrameWarps) {
-    float* line = pixels + row * size;
+    float* line = pixels + row * stride + radius;  // pixel 0 of the row
     if (f.jitter) {
       for (int c = lane; c < size; c += 32) {
         Rgb v = jitter_slots(f, get(line + c, plane), pre_contrast, 4);
@@ -504,11 +508,16 @@ __device__ __forceinline__ void synthesize_frame(const SynthArgs& a, int64_t m, 
       }
       __syncwarp();
     }
+    for (int j = lane; j < radius; j += 32) {
+      put(line - 1 - j, plane, get(line + 1 + j, plane));
+      put(line + size + j, plane, get(line + size - 2 - j, plane));
+    }
+    __syncwarp();
     Rgb blurred[kRowChunks];
 #pragma unroll
     for (int k = 0; k < kRowChunks; ++k) {
       const int c = lane + 32 * k;
-      if (c < size) blurred[k] = blur_at(line, 1, plane, c, size, blur_taps, radius);
+      if (c < size) blurred[k] = tap_sum(line + c - radius, 1, plane, blur_taps, 2 * radius + 1);
     }
     __syncwarp();
 #pragma unroll
@@ -521,7 +530,8 @@ __device__ __forceinline__ void synthesize_frame(const SynthArgs& a, int64_t m, 
 
   // Pass 3: the vertical pass, clamp and store.
   for (PixelWalk p(size, tid, kFrameThreads); p.r < size; p.next()) {
-    store_pixel(a, f, m, t, p.r, p.c, blur_at(pixels + p.c, size, plane, p.r, size, blur_taps, radius));
+    const Rgb v = blur_at(pixels + radius + p.c, stride, plane, p.r, size, blur_taps, radius);
+    store_pixel(a, f, m, t, p.r, p.c, v);
   }
 }
 
