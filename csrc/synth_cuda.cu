@@ -379,8 +379,9 @@ constexpr int kFrameThreads = 1024;
 constexpr int kFrameWarps = kFrameThreads / 32;
 constexpr int kMaxFrameSize = 128;  // the horizontal blur holds a row's ceil(S / 32) <= kRowChunks outputs per lane
 constexpr int kRowChunks = kMaxFrameSize / 32;
+static_assert(kFrameWarps == 32, "block_sum reads one warp's sum per lane");
 
-// Dynamic shared memory of frame_kernel, in bytes:
+// Dynamic shared memory of synth_frame_kernel, in bytes:
 //   row_taps     [S] SampleTap       column_taps [S] SampleTap
 //   warp_sums    [kFrameWarps] int64 (grey sums of the contrast mean)
 //   pixels       [3][S][R + S + R] float   the frame between the passes; pixel (y, x) of a plane at
@@ -432,7 +433,7 @@ __device__ __forceinline__ long long block_sum(long long local, long long* warp_
   for (int offset = 16; offset > 0; offset >>= 1) local += __shfl_down_sync(0xffffffffu, local, offset);
   if (lane == 0) warp_sums[warp] = local;
   __syncthreads();
-  long long total = warp_sums[lane];  // kFrameWarps == 32: one per lane
+  long long total = warp_sums[lane];  // one warp's sum per lane (kFrameWarps == 32)
   for (int offset = 16; offset > 0; offset >>= 1) total += __shfl_xor_sync(0xffffffffu, total, offset);
   return total;
 }
