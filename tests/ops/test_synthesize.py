@@ -64,11 +64,13 @@ CONFIGS = {
                                               jitter_p=1.0, grayscale_p=0.3, blur_p=0.5, dense=False),
     "blur radius near the frame size": PalConfig(clips=1, frames=2, size=70, max_region_clips=1, blur_kernel=121,
                                                  blur_p=1.0, dense=False),
-    # CUDA with S > 128: several 32 x 32 tiles per frame (halos across tile edges, a partial edge tile), and a
-    # blur radius whose halo does not fit in shared memory (the kernel's fallback without it)
+    # CUDA with S > 128: several 32 x 32 tiles per frame (halos across tile edges, a partial edge tile); and a
+    # blur radius (47) whose frame (S = 102) and tile halo both overflow the shared memory of an A100, H100 or
+    # H200, so the tile kernel's fallback without shared memory runs: (2R + 1)^2 pipeline evaluations per
+    # pixel, so the smallest such case (8 frames)
     "several tiles": PalConfig(clips=2, frames=2, size=150, max_region_clips=1, blur_kernel=11, jitter_p=1.0,
                                grayscale_p=0.3, blur_p=0.5),
-    "huge blur": PalConfig(clips=1, frames=2, size=130, max_region_clips=1, blur_kernel=101, blur_p=1.0,
+    "huge blur": PalConfig(clips=1, frames=1, size=102, max_region_clips=1, blur_kernel=95, blur_p=1.0,
                            dense=False),
 }
 
