@@ -373,8 +373,10 @@ __global__ void __launch_bounds__(kThreads, kSharedBlur ? 4 : 3)
 // --- Kernel 3: one block per output frame, the whole frame in shared memory ----------------------------------
 // The pipeline runs once per pixel: the contrast mean is a reduction within the block (no contrast_sums_kernel,
 // no second evaluation of the ops before contrast) and the blur reads its neighbours from the frame in shared
-// memory (no halo recomputed at tile edges). Used when the frame fits (3 S (S + 2R) floats: S = 112 with R = 5
-// takes 161 KiB, which an H100's or A100's opt-in shared memory holds) and S <= kMaxFrameSize.
+// memory (no halo recomputed at tile edges). Used when S <= kMaxFrameSize and the frame fits the device's opt-in
+// shared memory: with rows padded by their reflection (kPadded, 3 S (S + 2R) floats: 164 KB at S = 112, R = 5,
+// which an H100 or H200 holds), else unpadded (3 S^2 floats: 151 KB, which an A100 holds too), whose horizontal
+// blur reflects at the row ends as the vertical one does.
 constexpr int kFrameThreads = 1024;
 constexpr int kFrameWarps = kFrameThreads / 32;
 constexpr int kMaxFrameSize = 128;  // the horizontal blur holds a row's ceil(S / 32) <= kRowChunks outputs per lane
@@ -384,13 +386,14 @@ static_assert(kFrameWarps == 32, "block_sum reads one warp's sum per lane");
 // Dynamic shared memory of synth_frame_kernel, in bytes:
 //   row_taps     [S] SampleTap       column_taps [S] SampleTap
 //   warp_sums    [kFrameWarps] int64 (grey sums of the contrast mean)
-//   pixels       [3][S][R + S + R] float   the frame between the passes; pixel (y, x) of a plane at
-//                                          y (S + 2R) + R + x, with R columns on either side that hold the row's
-//                                          reflection for the horizontal blur (so that no lane branches on it)
+//   pixels       [3][S][P + S + P] float   the frame between the passes; pixel (y, x) of a plane at
+//                                          y (S + 2P) + P + x. Padded: P = R columns on either side hold the
+//                                          row's reflection for the horizontal blur (no lane branches on it);
+//                                          else P = 0.
 //   blur_taps    [2R+1] float
-__host__ __device__ __forceinline__ int64_t frame_shared_bytes(int64_t size, int64_t radius) {
-  return 2 * size * (int64_t)sizeof(SampleTap) + kFrameWarps * 8 +
-         (3 * size * (size + 2 * radius) + 2 * radius + 1) * 4;
+__host__ __device__ __forceinline__ int64_t frame_shared_bytes(int64_t size, int64_t radius, bool padded) {
+  const int64_t pad = padded ? radius : 0;
+  return 2 * size * (int64_t)sizeof(SampleTap) + kFrameWarps * 8 + (3 * size * (size + 2 * pad) + 2 * radius + 1) * 4;
 }
 
 // sum_k taps[k] * line[reflect(pos + k - R) * step] for each plane (plane apart), in the order of tap_sum: for
@@ -439,15 +442,17 @@ __device__ __forceinline__ long long block_sum(long long local, long long* warp_
 }
 
 // Output frame (m, t) by the whole block. Every branch on f is block-uniform, so every thread meets every barrier.
+template <bool kPadded>
 __device__ __forceinline__ void synthesize_frame(const SynthArgs& a, int64_t m, int64_t t, int radius,
                                                  unsigned char* smem) {
   const int tid = (int)threadIdx.x;
   Frame f = load_frame(a, m, t, nullptr);
-  const int size = f.size, stride = size + 2 * radius, plane = size * stride;
+  const int pad = kPadded ? radius : 0;
+  const int size = f.size, stride = size + 2 * pad, plane = size * stride;
   SampleTap* row_taps = reinterpret_cast<SampleTap*>(smem);
   SampleTap* column_taps = row_taps + size;
   long long* warp_sums = reinterpret_cast<long long*>(column_taps + size);
-  float* pixels = reinterpret_cast<float*>(warp_sums + kFrameWarps);  // [3][S][R + S + R]
+  float* pixels = reinterpret_cast<float*>(warp_sums + kFrameWarps);  // [3][S][P + S + P]
   float* blur_taps = pixels + 3 * plane;
 
   for (int i = tid; i < size; i += kFrameThreads) {
@@ -475,7 +480,7 @@ __device__ __forceinline__ void synthesize_frame(const SynthArgs& a, int64_t m, 
     if (done_in_pass_1) {
       store_pixel(a, f, m, t, p.r, p.c, v);
     } else {
-      put(pixels + p.r * stride + radius + p.c, plane, v);
+      put(pixels + p.r * stride + pad + p.c, plane, v);
     }
   }
   if (done_in_pass_1) return;
@@ -488,19 +493,19 @@ __device__ __forceinline__ void synthesize_frame(const SynthArgs& a, int64_t m, 
   // Pass 2 without blur: the ops from contrast on, grey conversion, store.
   if (!f.blur) {
     for (PixelWalk p(size, tid, kFrameThreads); p.r < size; p.next()) {
-      Rgb v = jitter_slots(f, get(pixels + p.r * stride + radius + p.c, plane), pre_contrast, 4);
+      Rgb v = jitter_slots(f, get(pixels + p.r * stride + pad + p.c, plane), pre_contrast, 4);
       if (f.grayscale) v = to_grey(v);
       store_pixel(a, f, m, t, p.r, p.c, v);
     }
     return;
   }
 
-  // Pass 2 with blur: one warp per row: the ops from contrast on (when there is jitter), the row's reflection
-  // into its side columns (index -1 - j holds pixel 1 + j, index S + j pixel S - 2 - j), then the horizontal
-  // pass in place: every lane holds its outputs until the whole row has been read.
+  // Pass 2 with blur: one warp per row: the ops from contrast on (when there is jitter), when padded the row's
+  // reflection into its side columns (index -1 - j holds pixel 1 + j, index S + j pixel S - 2 - j), then the
+  // horizontal pass in place: every lane holds its outputs until the whole row has been read.
   const int lane = tid & 31;
   for (int row = tid >> 5; row < size; row += kFrameWarps) {
-    float* line = pixels + row * stride + radius;  // pixel 0 of the row
+    float* line = pixels + row * stride + pad;  // pixel 0 of the row
     if (f.jitter) {
       for (int c = lane; c < size; c += 32) {
         Rgb v = jitter_slots(f, get(line + c, plane), pre_contrast, 4);
@@ -509,16 +514,24 @@ __device__ __forceinline__ void synthesize_frame(const SynthArgs& a, int64_t m, 
       }
       __syncwarp();
     }
-    for (int j = lane; j < radius; j += 32) {
-      put(line - 1 - j, plane, get(line + 1 + j, plane));
-      put(line + size + j, plane, get(line + size - 2 - j, plane));
+    if constexpr (kPadded) {
+      for (int j = lane; j < radius; j += 32) {
+        put(line - 1 - j, plane, get(line + 1 + j, plane));
+        put(line + size + j, plane, get(line + size - 2 - j, plane));
+      }
+      __syncwarp();
     }
-    __syncwarp();
     Rgb blurred[kRowChunks];
 #pragma unroll
     for (int k = 0; k < kRowChunks; ++k) {
       const int c = lane + 32 * k;
-      if (c < size) blurred[k] = tap_sum(line + c - radius, 1, plane, blur_taps, 2 * radius + 1);
+      if (c < size) {
+        if constexpr (kPadded) {
+          blurred[k] = tap_sum(line + c - radius, 1, plane, blur_taps, 2 * radius + 1);
+        } else {
+          blurred[k] = blur_at(line, 1, plane, c, size, blur_taps, radius);
+        }
+      }
     }
     __syncwarp();
 #pragma unroll
@@ -531,17 +544,18 @@ __device__ __forceinline__ void synthesize_frame(const SynthArgs& a, int64_t m, 
 
   // Pass 3: the vertical pass, clamp and store.
   for (PixelWalk p(size, tid, kFrameThreads); p.r < size; p.next()) {
-    const Rgb v = blur_at(pixels + radius + p.c, stride, plane, p.r, size, blur_taps, radius);
+    const Rgb v = blur_at(pixels + pad + p.c, stride, plane, p.r, size, blur_taps, radius);
     store_pixel(a, f, m, t, p.r, p.c, v);
   }
 }
 
 // Kernel 3. Grid x: output frames (strided), kFrameThreads threads, frame_shared_bytes of dynamic shared memory.
+template <bool kPadded>
 __global__ void __launch_bounds__(kFrameThreads, 1) synth_frame_kernel(SynthArgs a, int radius) {
   extern __shared__ __align__(16) unsigned char frame_smem[];
   const int64_t jobs = a.num_outputs * a.frames_per_video;
   for (int64_t job = blockIdx.x; job < jobs; job += gridDim.x) {
-    synthesize_frame(a, job / a.frames_per_video, job % a.frames_per_video, radius, frame_smem);
+    synthesize_frame<kPadded>(a, job / a.frames_per_video, job % a.frames_per_video, radius, frame_smem);
     __syncthreads();  // the shared memory is reused by the block's next frame
   }
 }
@@ -604,15 +618,22 @@ cudaError_t synthesize_cuda(const SynthArgs& a, int64_t* workspace, cudaStream_t
   cudaError_t err = max_shared_bytes_per_block(&optin_bytes);
   if (err != cudaSuccess) return err;
 
-  const int64_t frame_bytes = frame_shared_bytes(a.size, radius);
+  const bool padded = frame_shared_bytes(a.size, radius, true) <= optin_bytes;
+  const int64_t frame_bytes = frame_shared_bytes(a.size, radius, padded);
   if (a.size > kMaxFrameSize || frame_bytes > optin_bytes) {
     return launch_tile_kernels(a, workspace, radius, optin_bytes, stream);
   }
-  // the device maximum, not frame_bytes: concurrent callers with other sizes never lower it under us
-  err = cudaFuncSetAttribute(synth_frame_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin_bytes);
-  if (err != cudaSuccess) return err;
   const unsigned grid = (unsigned)(jobs < INT_MAX ? jobs : INT_MAX);
-  synth_frame_kernel<<<grid, kFrameThreads, (size_t)frame_bytes, stream>>>(a, radius);
+  // the device maximum, not frame_bytes: concurrent callers with other sizes never lower it under us
+  if (padded) {
+    err = cudaFuncSetAttribute(synth_frame_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin_bytes);
+    if (err != cudaSuccess) return err;
+    synth_frame_kernel<true><<<grid, kFrameThreads, (size_t)frame_bytes, stream>>>(a, radius);
+  } else {
+    err = cudaFuncSetAttribute(synth_frame_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin_bytes);
+    if (err != cudaSuccess) return err;
+    synth_frame_kernel<false><<<grid, kFrameThreads, (size_t)frame_bytes, stream>>>(a, radius);
+  }
   return cudaGetLastError();
 }
 

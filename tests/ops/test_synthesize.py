@@ -58,19 +58,23 @@ CONFIGS = {
     "moco baseline": PalConfig(clips=1, frames=4, size=16, dense=False, scale=False, paste="none",
                                max_region_clips=1),
     # CUDA runs a frame of S <= 128 in one block with the whole frame in shared memory: at the largest such
-    # size (every lane of a row's warp holds 4 blurred outputs), and with a blur radius close to the frame size
-    # (reflection on both sides of every pixel)
+    # size (every lane of a row's warp holds 4 blurred outputs), with rows padded by their reflection; at that
+    # size with R = 11, whose padded rows overflow an H100's or H200's shared memory but unpadded ones do not;
+    # and with a blur radius close to the frame size (reflection on both sides of every pixel)
     "one block per frame, largest": PalConfig(clips=1, frames=2, size=128, max_region_clips=1, blur_kernel=11,
                                               jitter_p=1.0, grayscale_p=0.3, blur_p=0.5, dense=False),
+    "one block per frame, rows not padded": PalConfig(clips=1, frames=2, size=128, max_region_clips=1,
+                                                      blur_kernel=23, jitter_p=1.0, grayscale_p=0.3, blur_p=1.0,
+                                                      dense=False),
     "blur radius near the frame size": PalConfig(clips=1, frames=2, size=70, max_region_clips=1, blur_kernel=121,
                                                  blur_p=1.0, dense=False),
     # CUDA with S > 128: several 32 x 32 tiles per frame (halos across tile edges, a partial edge tile); and a
-    # blur radius (47) whose frame (S = 102) and tile halo both overflow the shared memory of an A100, H100 or
-    # H200, so the tile kernel's fallback without shared memory runs: (2R + 1)^2 pipeline evaluations per
-    # pixel, so the smallest such case (8 frames)
+    # blur radius (47) whose tile halo overflows the shared memory of an A100, H100 or H200, so the tile
+    # kernel's fallback without shared memory runs: (2R + 1)^2 pipeline evaluations per pixel, so the smallest
+    # such case (S = 129, 8 frames)
     "several tiles": PalConfig(clips=2, frames=2, size=150, max_region_clips=1, blur_kernel=11, jitter_p=1.0,
                                grayscale_p=0.3, blur_p=0.5),
-    "huge blur": PalConfig(clips=1, frames=1, size=102, max_region_clips=1, blur_kernel=95, blur_p=1.0,
+    "huge blur": PalConfig(clips=1, frames=1, size=129, max_region_clips=1, blur_kernel=95, blur_p=1.0,
                            dense=False),
 }
 
