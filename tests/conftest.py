@@ -1,6 +1,7 @@
 """Shared fixtures: devices to test on, and the shared real-data folder (skips cleanly when absent)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,14 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`-n N`, as bench/gpu_checks.sh runs the GPU tests) each worker takes its share of the
+    cores for torch and the C++ kernels' OpenMP threads, instead of every worker taking all of them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def available_devices() -> list[str]:
