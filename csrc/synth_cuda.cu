@@ -374,8 +374,8 @@ __global__ void __launch_bounds__(kThreads, kSharedBlur ? 4 : 3)
 // The pipeline runs once per pixel: the contrast mean is a reduction within the block (no contrast_sums_kernel,
 // no second evaluation of the ops before contrast) and the blur reads its neighbours from the frame in shared
 // memory (no halo recomputed at tile edges). Used when S <= kMaxFrameSize and the frame fits the device's opt-in
-// shared memory: with rows padded by their reflection (kPadded, 3 S (S + 2R) floats: 164 KB at S = 112, R = 5,
-// which an H100 or H200 holds), else unpadded (3 S^2 floats: 151 KB, which an A100 holds too), whose horizontal
+// shared memory: with rows padded by their reflection (kPadded, 3 S (S + 2R) floats: 164 KiB at S = 112, R = 5,
+// which an H100 or H200 holds), else unpadded (3 S^2 floats: 151 KiB, which an A100 holds too), whose horizontal
 // blur reflects at the row ends as the vertical one does.
 constexpr int kFrameThreads = 1024;
 constexpr int kFrameWarps = kFrameThreads / 32;
