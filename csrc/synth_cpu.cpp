@@ -4,12 +4,14 @@
 //      separable: each source row is interpolated horizontally once and reused by the output rows that need it
 //   2. colour jitter in the plan's order and grayscale (contrast first needs the exact quantised grey of the
 //      whole frame, so the ops from contrast on wait for a second pass over the frame's rows)
-//   3. separable Gaussian blur (each row horizontally, then the columns);  4. clamp + convert + store.
+//   3. separable Gaussian blur, streamed: each row horizontally one row after it is finished, each output row's
+//      columns as soon as its source rows are (see Blur);  4. clamp + convert + store.
 // The arithmetic is csrc/synth_math.h, identical to the reference and the CUDA kernel: fusing the passes
 // changes the order in which pixels are visited, never the operations on a pixel.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "cpu_variant.h"
@@ -68,6 +70,25 @@ inline Lanes min_of<Lanes>(Lanes a, Lanes b) {
 
 namespace {  // each ISA variant has its own copy of these helpers
 
+// std::vector storage aligned to a cache line: a register-wide load or store at a multiple of 16 floats then
+// never splits across two lines (a split access costs about twice as much, and every AVX-512 access of a
+// 16-byte-aligned buffer would split).
+template <class T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <class U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  template <class U>
+  bool operator==(const CacheLineAllocator<U>&) const { return true; }
+  template <class U>
+  bool operator!=(const CacheLineAllocator<U>&) const { return false; }
+};
+template <class T>
+using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
+
 // Column taps of a frame as flat arrays: offsets of the two source pixels (in floats of a row converted to
 // float32, channel-interleaved as stored) and their weights, plus the span of the row the taps read.
 struct ColumnTaps {
@@ -113,6 +134,11 @@ struct ColumnTaps {
         start = std::min(start, cols[x + j].i0);
         last = std::max(last, cols[x + j].i1);
       }
+      // A window that starts at a multiple of 16 pixels is two whole registers as deinterleave stored them, so
+      // its loads take their values from the store buffer; a window across three stores waits for them to reach
+      // the cache (a store-forwarding stall, twice per channel and group).
+      const int32_t aligned_start = start / kGroup * kGroup;
+      if (last - aligned_start < kWindow) start = aligned_start;
       if (last - start >= kWindow) windows_fit = false;
       window_start[g] = start;
       for (int64_t j = 0; j < kGroup; ++j) {
@@ -222,9 +248,9 @@ class RowCache {
   // group's 32-pixel window. The products and sums are the scalar loop's, lane by lane.
   void sample_through_windows(const uint8_t* row, int64_t width, const ColumnTaps& cols, float* out) {
     constexpr int64_t kGroup = ColumnTaps::kGroup, kWindow = ColumnTaps::kWindow;
-    const int64_t stride = width + kWindow;   // a window may start at the last pixel
+    const int64_t stride = (width + kWindow + kGroup - 1) / kGroup * kGroup;   // a window may start at the last pixel
     planes_.resize(3 * stride);
-    deinterleave(row, cols.first / 3, cols.end / 3, stride);
+    deinterleave(row, cols.first / 3 / kGroup * kGroup, cols.end / 3, width, stride);
     const int64_t groups = (size_ + kGroup - 1) / kGroup;
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t x = ColumnTaps::group_x(g, size_);
@@ -240,15 +266,22 @@ class RowCache {
     }
   }
 
-  // Pixels [first, end) of a channel-interleaved uint8 row -> float32 planes [3][stride], indexed by pixel.
-  void deinterleave(const uint8_t* row, int64_t first, int64_t end, int64_t stride) {
+  // Pixels [first, end) of a channel-interleaved uint8 row of `width` pixels -> float32 planes [3][stride],
+  // indexed by pixel, in whole registers of 16 pixels from `first` (the last one may go past `end`, up to
+  // stride; past the row's end it holds zeros).
+  void deinterleave(const uint8_t* row, int64_t first, int64_t end, int64_t width, int64_t stride) {
     float* r = planes_.data();
     float* g = r + stride;
     float* b = g + stride;
     const DeinterleaveIndices& index = kDeinterleaveIndices;
-    int64_t p = first;
-    for (; p + 16 <= end; p += 16) {
+    alignas(16) uint8_t tail[48];
+    for (int64_t p = first; p < end; p += 16) {
       const uint8_t* bytes = row + 3 * p;
+      if (p + 16 > width) {   // the row's last pixels: the loads below would read past it
+        std::memset(tail, 0, sizeof tail);
+        std::memcpy(tail, bytes, 3 * (width - p));
+        bytes = tail;
+      }
       const __m512 v0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)bytes)));
       const __m512 v1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(bytes + 16))));
       const __m512 v2 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(bytes + 32))));
@@ -258,15 +291,14 @@ class RowCache {
         _mm512_storeu_ps(planes[c] + p, _mm512_permutex2var_ps(low, _mm512_load_si512(index.pass2[c]), v2));
       }
     }
-    for (; p < end; ++p) r[p] = row[3 * p], g[p] = row[3 * p + 1], b[p] = row[3 * p + 2];
   }
 #endif
 
   int64_t size_ = 0;
-  std::vector<float> rows_[2];
+  AlignedVector<float> rows_[2];
   std::vector<float> values_;  // [W * 3 + 1] the row being sampled, as float32
 #if defined(__AVX512F__)
-  std::vector<float> planes_;  // [3][W + 32] the pixels being sampled, as float32 planes
+  AlignedVector<float> planes_;  // [3][W + 32 rounded up to 16] the pixels being sampled, as float32 planes
 #endif
   int index_[2] = {-1, -1};
   int next_ = 0;
@@ -287,13 +319,13 @@ void blend_row(float* into, const float* action, int64_t count, float beta) {
   for (int64_t i = 0; i < count; ++i) into[i] = beta * action[i] + omb * into[i];
 }
 
-inline Lanes load_lanes(const float* p) {
-  Lanes v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
+// A register's worth of floats at any float-aligned address (the may_alias type is how GCC and Clang spell an
+// unaligned vector access).
+typedef float UnalignedLanes __attribute__((vector_size(sizeof(Lanes)), aligned(alignof(float)), may_alias));
 
-inline void store_lanes(float* p, Lanes v) { std::memcpy(p, &v, sizeof v); }
+inline Lanes load_lanes(const float* p) { return *reinterpret_cast<const UnalignedLanes*>(p); }
+
+inline void store_lanes(float* p, Lanes v) { *reinterpret_cast<UnalignedLanes*>(p) = v; }
 
 // Applies op (a generic lambda of one RgbOf<V>) to every pixel of a planar row of n pixels: a register of
 // pixels at a time, then the remaining pixels one by one.
@@ -368,48 +400,82 @@ int64_t row_grey_sum(const float* row, int64_t n) {
   return sum;
 }
 
-// out[x .. x + R * kLanes) = taps[0] * rows[0][x..] + taps[1] * rows[1][x..] + ..., added in that order for
-// every pixel (as the reference). R registers of sums stay in registers across the taps: their additions are
-// independent, so they issue back to back where one register would wait out the latency of each addition.
+// out[x .. x + R * kLanes) = taps[0] * rows[0][offset + x..] + taps[1] * rows[1][offset + x..] + ..., added
+// in that order for every pixel (as the reference). R registers of sums stay in registers across the taps:
+// their additions are independent, so they issue back to back where one register would wait out the latency
+// of each addition.
 template <int64_t R>
-inline void weighted_block(const float* const* rows, const float* taps, int k_taps, int64_t x, float* out) {
+inline void weighted_block(const float* const* rows, int64_t offset, const float* taps, int k_taps, int64_t x,
+                           float* out) {
   Lanes sum[R];
-  for (int64_t j = 0; j < R; ++j) sum[j] = taps[0] * load_lanes(rows[0] + x + j * kLanes);
+  for (int64_t j = 0; j < R; ++j) sum[j] = taps[0] * load_lanes(rows[0] + offset + x + j * kLanes);
   for (int k = 1; k < k_taps; ++k) {
     const float w = taps[k];
-    const float* row = rows[k] + x;
+    const float* row = rows[k] + offset + x;
     for (int64_t j = 0; j < R; ++j) sum[j] = sum[j] + w * load_lanes(row + j * kLanes);
   }
   for (int64_t j = 0; j < R; ++j) store_lanes(out + x + j * kLanes, sum[j]);
+}
+
+// The same with seven named registers: GCC 12 keeps an array of seven registers on the stack and copies it
+// out through memory after the last tap (bit-identical; the whole op 0.94x as long with this).
+template <>
+inline void weighted_block<7>(const float* const* rows, int64_t offset, const float* taps, int k_taps, int64_t x,
+                              float* out) {
+  const float* first = rows[0] + offset + x;
+  const float t = taps[0];
+  Lanes s0 = t * load_lanes(first), s1 = t * load_lanes(first + kLanes), s2 = t * load_lanes(first + 2 * kLanes),
+        s3 = t * load_lanes(first + 3 * kLanes), s4 = t * load_lanes(first + 4 * kLanes),
+        s5 = t * load_lanes(first + 5 * kLanes), s6 = t * load_lanes(first + 6 * kLanes);
+  for (int k = 1; k < k_taps; ++k) {
+    const float w = taps[k];
+    const float* row = rows[k] + offset + x;
+    s0 = s0 + w * load_lanes(row), s1 = s1 + w * load_lanes(row + kLanes), s2 = s2 + w * load_lanes(row + 2 * kLanes);
+    s3 = s3 + w * load_lanes(row + 3 * kLanes), s4 = s4 + w * load_lanes(row + 4 * kLanes);
+    s5 = s5 + w * load_lanes(row + 5 * kLanes), s6 = s6 + w * load_lanes(row + 6 * kLanes);
+  }
+  store_lanes(out + x, s0), store_lanes(out + x + kLanes, s1), store_lanes(out + x + 2 * kLanes, s2);
+  store_lanes(out + x + 3 * kLanes, s3), store_lanes(out + x + 4 * kLanes, s4);
+  store_lanes(out + x + 5 * kLanes, s5), store_lanes(out + x + 6 * kLanes, s6);
 }
 
 // weighted_block over a row of n pixels: blocks of R registers, the last one moved back to end at n. The
 // pixels it computes twice get the same value twice, so a size that is not a multiple of the block costs at
 // most one extra block, never a latency-bound tail of single registers.
 template <int64_t R>
-inline void weighted_blocks(const float* const* rows, const float* taps, int k_taps, int64_t n, float* out) {
+inline void weighted_blocks(const float* const* rows, int64_t offset, const float* taps, int k_taps, int64_t n,
+                            float* out) {
   constexpr int64_t kWidth = R * kLanes;
-  for (int64_t x = 0; x < n; x += kWidth) weighted_block<R>(rows, taps, k_taps, std::min(x, n - kWidth), out);
+  for (int64_t x = 0; x < n; x += kWidth) weighted_block<R>(rows, offset, taps, k_taps, std::min(x, n - kWidth), out);
 }
 
-// out[x] = taps[0] * rows[0][x] + taps[1] * rows[1][x] + ... for x < n. Blocks of seven registers of sums (a
-// 112-pixel row is one block in the AVX-512 build, two in AVX2), of one for rows narrower than that.
-void weighted_rows(const float* const* rows, const float* taps, int k_taps, int64_t n, float* out) {
+// out[x] = taps[0] * rows[0][offset + x] + taps[1] * rows[1][offset + x] + ... for x < n. Blocks of seven
+// registers of sums (a 112-pixel row is one block in the AVX-512 build, two in AVX2), of one for rows narrower
+// than that.
+void weighted_rows(const float* const* rows, int64_t offset, const float* taps, int k_taps, int64_t n,
+                   float* out) {
   constexpr int64_t kRegisters = 7;
-  if (n >= kRegisters * kLanes) return weighted_blocks<kRegisters>(rows, taps, k_taps, n, out);
-  if (n >= kLanes) return weighted_blocks<1>(rows, taps, k_taps, n, out);
+  if (n >= kRegisters * kLanes) return weighted_blocks<kRegisters>(rows, offset, taps, k_taps, n, out);
+  if (n >= kLanes) return weighted_blocks<1>(rows, offset, taps, k_taps, n, out);
   for (int64_t x = 0; x < n; ++x) {
-    float sum = taps[0] * rows[0][x];
-    for (int k = 1; k < k_taps; ++k) sum = sum + taps[k] * rows[k][x];
+    float sum = taps[0] * rows[0][offset + x];
+    for (int k = 1; k < k_taps; ++k) sum = sum + taps[k] * rows[k][offset + x];
     out[x] = sum;
   }
 }
 
-// Separable Gaussian blur, one row at a time: horizontal_row blurs a pixel row into the frame of
-// horizontally blurred rows, vertical_row then blurs columns of that frame into one output row. Taps are
-// accumulated in order k = 0..2R for every pixel, as in the reference, except zero taps (the planner zeroes
-// negligible ones): their products are +0 (every value is finite and >= 0) and adding +0 leaves a sum
-// unchanged, so skipping them changes no bit. Edges reflect (no edge repeat).
+// Separable Gaussian blur of one frame, streamed: rows go in in order 0..S-1 (add_row) and each output row
+// comes out as soon as the rows it needs are in, so the whole blur works on a few rows that stay in L1:
+//   1. add_row copies pixel row y into a row padded with its reflection (no edge repeat), one of two;
+//   2. then blurs row y - 1 horizontally into a ring of 2R + 1 rows: tap k reads the padded row shifted by k
+//      floats, and each such load spans two of the stores that wrote it; one row later those stores have
+//      reached the cache (a load across stores still pending waits for them: a store-forwarding stall; blurring
+//      each row right after it was written made the pass 1.8x as long in a microbenchmark);
+//   3. then blurs the columns of every output row whose 2R + 1 source rows (reflected at the frame's edges, all
+//      within R rows of it) are in the ring, and hands it to the caller.
+// Taps are accumulated in order k = 0..2R for every pixel, as in the reference, except zero taps (the planner
+// zeroes negligible ones): their products are +0 (every value is finite and >= 0) and adding +0 leaves a sum
+// unchanged, so skipping them changes no bit.
 class Blur {
  public:
   void set(const float* all_taps, int radius, int64_t size) {
@@ -419,43 +485,79 @@ class Blur {
       if (all_taps[k] != 0.0f) taps_.push_back(all_taps[k]), shifts_.push_back(k);
     }
     if (taps_.empty()) taps_.push_back(0.0f), shifts_.push_back(0);   // all zero (a hand-made plan): sums of +0
-    padded_.resize(size + 2 * radius);
+    // each channel's row starts at a register boundary, after `margin_` >= R floats, in a padded row of
+    // `stride_` floats (a multiple of a register)
+    margin_ = (radius + kLanes - 1) / kLanes * kLanes;
+    stride_ = (margin_ + size + radius + kLanes - 1) / kLanes * kLanes;
+    padded_.resize(2 * 3 * stride_);
+    ring_.resize((2 * radius + 1) * 3 * size);
+    out_row_.resize(3 * size);
+    ring_offset_.resize(size);
+    for (int64_t y = 0; y < size; ++y) ring_offset_[y] = y % (2 * radius + 1) * 3 * size;   // no division per row
     rows_.resize(taps_.size());
+    next_output_ = 0;
   }
 
-  // Planar row [3][S] -> its horizontal blur [3][S]. Each channel is first copied into a reflect-padded
-  // buffer, so that tap k reads that buffer shifted by k.
-  void horizontal_row(const float* row, float* out) {
-    const int64_t size = size_;
-    for (int c = 0; c < 3; ++c) {
-      const float* in = row + c * size;
-      float* pad = padded_.data();
-      std::copy(in, in + size, pad + radius_);
-      for (int i = 0; i < radius_; ++i) {
-        pad[i] = in[reflect(i - radius_, (int)size)];
-        pad[radius_ + size + i] = in[reflect((int)size + i, (int)size)];
-      }
-      for (size_t k = 0; k < taps_.size(); ++k) rows_[k] = pad + shifts_[k];
-      weighted_rows(rows_.data(), taps_.data(), (int)taps_.size(), size, out + c * size);
-    }
-  }
-
-  // Row y [3][S] of the vertical blur of `rows` ([S][3][S], horizontally blurred).
-  void vertical_row(const float* rows, int64_t y, float* out) {
-    const int64_t size = size_;
-    for (int c = 0; c < 3; ++c) {
-      for (size_t k = 0; k < taps_.size(); ++k) {
-        rows_[k] = rows + ((int64_t)reflect((int)y + shifts_[k] - radius_, (int)size) * 3 + c) * size;
-      }
-      weighted_rows(rows_.data(), taps_.data(), (int)taps_.size(), size, out + c * size);
+  // Pixel row y [3][S] (rows in order from 0); store(row, o) receives each output row o [3][S] that this row
+  // completes (row valid until the next call).
+  template <class Store>
+  void add_row(const float* row, int64_t y, Store store) {
+    pad_row(row, padded_.data() + (y & 1) * 3 * stride_);
+    if (y > 0) horizontal_row(y - 1);
+    emit_rows(y - 1, store);
+    if (y == size_ - 1) {
+      horizontal_row(y);
+      emit_rows(y, store);
     }
   }
 
  private:
+  void pad_row(const float* row, float* padded) {
+    const int64_t size = size_;
+    for (int c = 0; c < 3; ++c) {
+      const float* in = row + c * size;
+      float* out = padded + c * stride_ + margin_;
+      for (int64_t x = 0; x < size; ++x) out[x] = in[x];
+      for (int i = 0; i < radius_; ++i) out[-1 - i] = in[1 + i], out[size + i] = in[size - 2 - i];
+    }
+  }
+
+  float* ring_row(int64_t y) { return ring_.data() + ring_offset_[y]; }
+
+  void horizontal_row(int64_t y) {
+    const float* padded = padded_.data() + (y & 1) * 3 * stride_;
+    float* out = ring_row(y);
+    const int num_taps = (int)taps_.size();
+    for (int k = 0; k < num_taps; ++k) rows_[k] = padded + margin_ - radius_ + shifts_[k];
+    for (int c = 0; c < 3; ++c) {
+      weighted_rows(rows_.data(), c * stride_, taps_.data(), num_taps, size_, out + c * size_);
+    }
+  }
+
+  // Output rows whose source rows (up to row o + R, or the last) are all blurred horizontally, up to `last`.
+  template <class Store>
+  void emit_rows(int64_t last, Store store) {
+    float* out_row = out_row_.data();
+    const int64_t size = size_;
+    const int num_taps = (int)taps_.size();
+    for (; next_output_ < size && std::min<int64_t>(next_output_ + radius_, size - 1) <= last; ++next_output_) {
+      const int64_t o = next_output_;
+      for (int k = 0; k < num_taps; ++k) rows_[k] = ring_row(reflect((int)o + shifts_[k] - radius_, (int)size));
+      for (int c = 0; c < 3; ++c) {
+        weighted_rows(rows_.data(), c * size, taps_.data(), num_taps, size, out_row + c * size);
+      }
+      store(out_row, o);
+    }
+  }
+
   int radius_ = 0;
-  int64_t size_ = 0;
-  std::vector<float> taps_, padded_;   // non-zero taps; one channel's row with `radius_` reflected each side
+  int64_t size_ = 0, margin_ = 0, stride_ = 0, next_output_ = 0;
+  std::vector<float> taps_;            // non-zero taps
   std::vector<int> shifts_;            // tap index k of each kept tap
+  AlignedVector<float> padded_;        // [2][3][stride_] rows y - 1 and y, each channel reflect-padded
+  AlignedVector<float> ring_;          // [2R + 1][3][S] horizontally blurred rows, row y in slot y % (2R + 1)
+  AlignedVector<float> out_row_;       // [3][S]
+  std::vector<int64_t> ring_offset_;   // [S] where row y starts in the ring
   std::vector<const float*> rows_;
 };
 
@@ -484,16 +586,14 @@ void store_row(const float* row, const SynthArgs& a, int64_t m, int64_t t, int64
 // Per-thread buffers. Frames are [S][3][S]: row y, channel c starts at (y * 3 + c) * S, so a pixel row is
 // contiguous (and stays in L1 while every per-row step runs on it).
 struct Scratch {
-  std::vector<float> frame;       // pixel rows waiting for the contrast mean
-  std::vector<float> horizontal;  // horizontally blurred rows
-  std::vector<float> row, action_row;
+  AlignedVector<float> frame;       // pixel rows waiting for the contrast mean
+  AlignedVector<float> row, action_row;
   std::vector<Tap> rows, cols;
   ColumnTaps column_taps;
   RowCache background_cache, action_cache;
   Blur blur;
   explicit Scratch(int64_t size)
-      : frame(3 * size * size), horizontal(3 * size * size), row(3 * size), action_row(3 * size), rows(size),
-        cols(size) {}
+      : frame(3 * size * size), row(3 * size), action_row(3 * size), rows(size), cols(size) {}
 };
 
 // One output frame, fused row by row so that each pixel row goes through its steps while it is in L1:
@@ -527,9 +627,10 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
   const bool blurred = prm[kBlurOn] > 0.0f;
   if (blurred) s.blur.set(prm + kBlur0, blur_radius_from_columns((int)a.num_params), size);
 
+  auto store = [&](const float* row, int64_t y) { store_row(row, a, m, t, y); };
   auto finish_row = [&](const float* row, int64_t y) {
-    if (blurred) s.blur.horizontal_row(row, s.horizontal.data() + y * row_floats);
-    else store_row(row, a, m, t, y);
+    if (blurred) s.blur.add_row(row, y, store);
+    else store(row, y);
   };
   int64_t grey_sum = 0;
   for (int64_t y = 0; y < size; ++y) {
@@ -549,12 +650,6 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
       float* row = s.frame.data() + y * row_floats;
       apply_ops(ops, ops.contrast, ops.count, row, size, mean);
       finish_row(row, y);
-    }
-  }
-  if (blurred) {
-    for (int64_t y = 0; y < size; ++y) {
-      s.blur.vertical_row(s.horizontal.data(), y, s.row.data());
-      store_row(s.row.data(), a, m, t, y);
     }
   }
 }
