@@ -143,8 +143,17 @@ UPTAL_HD V hue_channel(float n, V h6, V maxc, V chroma) {
   return clamp255(maxc - chroma * m);
 }
 
+// The hue rotation in two halves: hue_angle computes a pixel's rotated hue h6 in [0, 6) with its max and
+// chroma, hue_rebuild the channels from them; hue() is one after the other. (The CPU kernel runs each half as
+// a loop of its own over a row: as one loop, each register of pixels is a chain of about 40 dependent
+// instructions with a division among them, more than the out-of-order core overlaps across registers.)
 template <class V>
-UPTAL_HD RgbOf<V> hue(RgbOf<V> v, float shift) {
+struct HueAngle {
+  V h6, maxc, chroma;
+};
+
+template <class V>
+UPTAL_HD HueAngle<V> hue_angle(RgbOf<V> v, float shift) {
   const V maxc = max_of(max_of(v.r, v.g), v.b);
   const V minc = min_of(min_of(v.r, v.g), v.b);
   const V chroma = maxc - minc;
@@ -155,11 +164,21 @@ UPTAL_HD RgbOf<V> hue(RgbOf<V> v, float shift) {
   h6 = h6 + shift * 6.0f;         // [-4, 8)
   h6 = select(h6 < 0.0f, h6 + 6.0f, h6);
   h6 = select(h6 >= 6.0f, h6 - 6.0f, h6);   // after the first wrap: -tiny + 6 rounds to 6.0, which wraps to 0
-  const V r = hue_channel(5.0f, h6, maxc, chroma);
-  const V g = hue_channel(3.0f, h6, maxc, chroma);
-  const V b = hue_channel(1.0f, h6, maxc, chroma);
-  const auto grey_pixel = chroma == 0.0f;
+  return HueAngle<V>{h6, maxc, chroma};
+}
+
+template <class V>
+UPTAL_HD RgbOf<V> hue_rebuild(RgbOf<V> v, HueAngle<V> a) {
+  const V r = hue_channel(5.0f, a.h6, a.maxc, a.chroma);
+  const V g = hue_channel(3.0f, a.h6, a.maxc, a.chroma);
+  const V b = hue_channel(1.0f, a.h6, a.maxc, a.chroma);
+  const auto grey_pixel = a.chroma == 0.0f;
   return RgbOf<V>{select(grey_pixel, v.r, r), select(grey_pixel, v.g, g), select(grey_pixel, v.b, b)};
+}
+
+template <class V>
+UPTAL_HD RgbOf<V> hue(RgbOf<V> v, float shift) {
+  return hue_rebuild(v, hue_angle(v, shift));
 }
 
 template <class V>
