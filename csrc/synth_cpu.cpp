@@ -22,6 +22,9 @@
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
+#if defined(__AVX512F__) || defined(__AVX2__)
+#define UPTAL_WINDOWS 1   // row sampling through permute windows (see RowCache::sample_through_windows)
+#endif
 #if defined(__AVX__) || defined(__AVX512F__)
 #include <immintrin.h>
 #elif defined(__SSE__)
@@ -70,6 +73,15 @@ inline Lanes min_of<Lanes>(Lanes a, Lanes b) {
 
 namespace {  // each ISA variant has its own copy of these helpers
 
+// A register's worth of floats at any float-aligned address (the may_alias type is how GCC and Clang spell an
+// unaligned vector access).
+typedef float UnalignedLanes __attribute__((vector_size(sizeof(Lanes)), aligned(alignof(float)), may_alias));
+
+inline Lanes load_lanes(const float* p) { return *reinterpret_cast<const UnalignedLanes*>(p); }
+
+inline void store_lanes(float* p, Lanes v) { *reinterpret_cast<UnalignedLanes*>(p) = v; }
+
+
 // std::vector storage aligned to a cache line: a register-wide load or store at a multiple of 16 floats then
 // never splits across two lines (a split access costs about twice as much, and every AVX-512 access of a
 // 16-byte-aligned buffer would split).
@@ -107,18 +119,19 @@ struct ColumnTaps {
       first = std::min(first, offset0[x]);
       end = std::max(end, offset1[x] + 3);
     }
-#if defined(__AVX512F__)
+#if defined(UPTAL_WINDOWS)
     set_windows(cols);
 #endif
   }
-#if defined(__AVX512F__)
-  // The columns in groups of 16 (the last group moved back to end at S), each group reading its pixels from
-  // a window of 32 source pixels that starts at window_start[g]; window_index0/1 [g * 16 + j] are column
-  // x_g + j's two pixels within it. windows_fit: every group's pixels span at most 32 (a crop at most twice
-  // as wide as the output), otherwise the rows are sampled as in the other builds.
+#if defined(UPTAL_WINDOWS)
+  // The columns in groups of a register (16 in the AVX-512 build, 8 in AVX2; the last group moved back to end
+  // at S), each group reading its pixels from a window of two registers of source pixels that starts at
+  // window_start[g]; window_index0/1 [g * kGroup + j] are column x_g + j's two pixels within it. windows_fit:
+  // every group's pixels span at most a window (a crop at most twice as wide as the output), otherwise the
+  // rows are sampled as in the baseline build.
   std::vector<int32_t> window_start, window_index0, window_index1;
   bool windows_fit = false;
-  static constexpr int64_t kGroup = 16, kWindow = 32;
+  static constexpr int64_t kGroup = kLanes, kWindow = 2 * kLanes;
 
   static int64_t group_x(int64_t group, int64_t size) { return std::min(group * kGroup, size - kGroup); }
 
@@ -134,9 +147,9 @@ struct ColumnTaps {
         start = std::min(start, cols[x + j].i0);
         last = std::max(last, cols[x + j].i1);
       }
-      // A window that starts at a multiple of 16 pixels is two whole registers as deinterleave stored them, so
-      // its loads take their values from the store buffer; a window across three stores waits for them to reach
-      // the cache (a store-forwarding stall, twice per channel and group).
+      // A window that starts at a multiple of a register is two whole registers as deinterleave stored them,
+      // so its loads take their values from the store buffer; a window across three stores waits for them to
+      // reach the cache (a store-forwarding stall, twice per channel and group).
       const int32_t aligned_start = start / kGroup * kGroup;
       if (last - aligned_start < kWindow) start = aligned_start;
       if (last - start >= kWindow) windows_fit = false;
@@ -150,26 +163,73 @@ struct ColumnTaps {
 #endif
 };
 
-#if defined(__AVX512F__)
-// Permute indices that split 16 channel-interleaved pixels (48 values v in three registers; channel c of pixel
-// j is value 3j + c) into channels: pass 1 picks the values < 32 from the first two registers, pass 2 keeps
-// those (lane j) and takes the rest from the third (lane 16 + v - 32).
-struct DeinterleaveIndices {
-  alignas(64) int32_t pass1[3][16];
-  alignas(64) int32_t pass2[3][16];
+#if defined(UPTAL_WINDOWS)
+// Splitting channel-interleaved uint8 pixels into float32 planes, a register of pixels at a time: the
+// 3 * kLanes bytes are spread so that each 128-bit lane holds four whole pixels (12 bytes and a 32-bit word
+// not used), then one byte shuffle per channel zero-extends that channel's four bytes in every lane to 32-bit
+// integers, pixel by pixel in order. Four shuffles per register of pixels where splitting them as floats took
+// nine (vpermt2ps).
+struct PixelSplit {
+  alignas(64) int32_t spread[16];      // 32-bit word w of the spread register: word spread[w] of the bytes
+  alignas(64) int8_t channel[3][64];   // byte shuffles (the same in every 128-bit lane; -128: a zero byte)
 };
-constexpr DeinterleaveIndices deinterleave_indices() {
-  DeinterleaveIndices index{};
-  for (int c = 0; c < 3; ++c) {
-    for (int j = 0; j < 16; ++j) {
-      const int v = 3 * j + c;
-      index.pass1[c][j] = v < 32 ? v : 0;
-      index.pass2[c][j] = v < 32 ? j : 16 + v - 32;
+constexpr PixelSplit pixel_split() {
+  PixelSplit split{};
+  for (int lane = 0; lane < 4; ++lane) {
+    for (int w = 0; w < 4; ++w) split.spread[4 * lane + w] = w < 3 ? 3 * lane + w : 0;
+    for (int c = 0; c < 3; ++c) {
+      for (int j = 0; j < 16; ++j) split.channel[c][16 * lane + j] = (int8_t)(j % 4 == 0 ? 3 * (j / 4) + c : -128);
     }
   }
-  return index;
+  return split;
 }
-constexpr DeinterleaveIndices kDeinterleaveIndices = deinterleave_indices();
+constexpr PixelSplit kPixelSplit = pixel_split();
+
+#if defined(__AVX512F__)
+// kLanes pixels, 3 * kLanes bytes (nothing past them is read) -> float32 r, g, b.
+inline void split_pixels(const uint8_t* bytes, float* r, float* g, float* b) {
+  const __m512i words = _mm512_maskz_loadu_epi32((__mmask16)0x0FFF, bytes);
+  const __m512i spread = _mm512_permutexvar_epi32(_mm512_load_si512(kPixelSplit.spread), words);
+  float* planes[3] = {r, g, b};
+  for (int c = 0; c < 3; ++c) {
+    const __m512i values = _mm512_shuffle_epi8(spread, _mm512_load_si512(kPixelSplit.channel[c]));
+    store_lanes(planes[c], _mm512_cvtepi32_ps(values));
+  }
+}
+
+// Window positions of a group's taps, and the values of a window (two registers) at them.
+struct WindowIndex {
+  __m512i index;
+};
+inline WindowIndex window_index(const int32_t* index) { return WindowIndex{_mm512_loadu_si512(index)}; }
+inline Lanes pick(Lanes low, Lanes high, WindowIndex at) { return _mm512_permutex2var_ps(low, at.index, high); }
+#else
+inline void split_pixels(const uint8_t* bytes, float* r, float* g, float* b) {
+  const __m256i first_six_words = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+  const __m256i words = _mm256_maskload_epi32(reinterpret_cast<const int*>(bytes), first_six_words);
+  const __m256i spread = _mm256_permutevar8x32_epi32(words, _mm256_load_si256((const __m256i*)kPixelSplit.spread));
+  float* planes[3] = {r, g, b};
+  for (int c = 0; c < 3; ++c) {
+    const __m256i values = _mm256_shuffle_epi8(spread, _mm256_load_si256((const __m256i*)kPixelSplit.channel[c]));
+    store_lanes(planes[c], _mm256_cvtepi32_ps(values));
+  }
+}
+
+// vpermps permutes within one register: each tap is picked from both halves of the window and the one its
+// index names kept (bit 3 of the index, moved into the sign bit that blendv reads).
+struct WindowIndex {
+  __m256i index;
+  __m256 from_high;
+};
+inline WindowIndex window_index(const int32_t* index) {
+  const __m256i at = _mm256_loadu_si256((const __m256i*)index);
+  return WindowIndex{at, _mm256_castsi256_ps(_mm256_slli_epi32(at, 28))};
+}
+inline Lanes pick(Lanes low, Lanes high, WindowIndex at) {
+  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(low, at.index), _mm256_permutevar8x32_ps(high, at.index),
+                          at.from_high);
+}
+#endif
 #endif
 
 // Horizontally interpolated source rows, cached by source row index (output rows mostly reuse them).
@@ -192,7 +252,7 @@ class RowCache {
     index_[slot] = y;
     float* out = rows_[slot].data();
     const uint8_t* row = frame + (size_t)y * width * 3;
-#if defined(__AVX512F__)
+#if defined(UPTAL_WINDOWS)
     if (cols.windows_fit) {
       sample_through_windows(row, width, cols, out);
       return out;
@@ -242,10 +302,10 @@ class RowCache {
     }
   }
 
-#if defined(__AVX512F__)
-  // The pixels the taps read, converted to float32 planes (vpermt2ps splits 16 interleaved pixels into
-  // channels); then per group of 16 columns and channel, two vpermt2ps pick the taps' pixels out of the
-  // group's 32-pixel window. The products and sums are the scalar loop's, lane by lane.
+#if defined(UPTAL_WINDOWS)
+  // The pixels the taps read, converted to float32 planes (deinterleave); then per group of kGroup columns
+  // and channel, two permutes (pick) take the taps' pixels out of the group's window. The products and sums
+  // are the scalar loop's, lane by lane.
   void sample_through_windows(const uint8_t* row, int64_t width, const ColumnTaps& cols, float* out) {
     constexpr int64_t kGroup = ColumnTaps::kGroup, kWindow = ColumnTaps::kWindow;
     const int64_t stride = (width + kWindow + kGroup - 1) / kGroup * kGroup;   // a window may start at the last pixel
@@ -254,42 +314,33 @@ class RowCache {
     const int64_t groups = (size_ + kGroup - 1) / kGroup;
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t x = ColumnTaps::group_x(g, size_);
-      const __m512i index0 = _mm512_loadu_si512(cols.window_index0.data() + g * kGroup);
-      const __m512i index1 = _mm512_loadu_si512(cols.window_index1.data() + g * kGroup);
-      const __m512 w0 = _mm512_loadu_ps(cols.weight0.data() + x), w1 = _mm512_loadu_ps(cols.weight1.data() + x);
+      const WindowIndex index0 = window_index(cols.window_index0.data() + g * kGroup);
+      const WindowIndex index1 = window_index(cols.window_index1.data() + g * kGroup);
+      const Lanes w0 = load_lanes(cols.weight0.data() + x), w1 = load_lanes(cols.weight1.data() + x);
       for (int c = 0; c < 3; ++c) {
         const float* window = planes_.data() + c * stride + cols.window_start[g];
-        const __m512 low = _mm512_loadu_ps(window), high = _mm512_loadu_ps(window + 16);
-        const __m512 a = _mm512_permutex2var_ps(low, index0, high), b = _mm512_permutex2var_ps(low, index1, high);
-        _mm512_storeu_ps(out + c * size_ + x, _mm512_add_ps(_mm512_mul_ps(a, w0), _mm512_mul_ps(b, w1)));
+        const Lanes low = load_lanes(window), high = load_lanes(window + kLanes);
+        store_lanes(out + c * size_ + x, pick(low, high, index0) * w0 + pick(low, high, index1) * w1);
       }
     }
   }
 
   // Pixels [first, end) of a channel-interleaved uint8 row of `width` pixels -> float32 planes [3][stride],
-  // indexed by pixel, in whole registers of 16 pixels from `first` (the last one may go past `end`, up to
+  // indexed by pixel, in whole registers of pixels from `first` (the last one may go past `end`, up to
   // stride; past the row's end it holds zeros).
   void deinterleave(const uint8_t* row, int64_t first, int64_t end, int64_t width, int64_t stride) {
     float* r = planes_.data();
     float* g = r + stride;
     float* b = g + stride;
-    const DeinterleaveIndices& index = kDeinterleaveIndices;
-    alignas(16) uint8_t tail[48];
-    for (int64_t p = first; p < end; p += 16) {
+    alignas(16) uint8_t tail[3 * kLanes];
+    for (int64_t p = first; p < end; p += kLanes) {
       const uint8_t* bytes = row + 3 * p;
-      if (p + 16 > width) {   // the row's last pixels: the loads below would read past it
+      if (p + kLanes > width) {   // the row's last pixels: a register's worth of bytes would go past it
         std::memset(tail, 0, sizeof tail);
         std::memcpy(tail, bytes, 3 * (width - p));
         bytes = tail;
       }
-      const __m512 v0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)bytes)));
-      const __m512 v1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(bytes + 16))));
-      const __m512 v2 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(bytes + 32))));
-      float* planes[3] = {r, g, b};
-      for (int c = 0; c < 3; ++c) {
-        const __m512 low = _mm512_permutex2var_ps(v0, _mm512_load_si512(index.pass1[c]), v1);
-        _mm512_storeu_ps(planes[c] + p, _mm512_permutex2var_ps(low, _mm512_load_si512(index.pass2[c]), v2));
-      }
+      split_pixels(bytes, r + p, g + p, b + p);
     }
   }
 #endif
@@ -297,8 +348,8 @@ class RowCache {
   int64_t size_ = 0;
   AlignedVector<float> rows_[2];
   std::vector<float> values_;  // [W * 3 + 1] the row being sampled, as float32
-#if defined(__AVX512F__)
-  AlignedVector<float> planes_;  // [3][W + 32 rounded up to 16] the pixels being sampled, as float32 planes
+#if defined(UPTAL_WINDOWS)
+  AlignedVector<float> planes_;  // [3][W + 2 registers, rounded up to one] the pixels being sampled, as planes
 #endif
   int index_[2] = {-1, -1};
   int next_ = 0;
@@ -318,14 +369,6 @@ void blend_row(float* into, const float* action, int64_t count, float beta) {
   const float omb = 1.0f - beta;
   for (int64_t i = 0; i < count; ++i) into[i] = beta * action[i] + omb * into[i];
 }
-
-// A register's worth of floats at any float-aligned address (the may_alias type is how GCC and Clang spell an
-// unaligned vector access).
-typedef float UnalignedLanes __attribute__((vector_size(sizeof(Lanes)), aligned(alignof(float)), may_alias));
-
-inline Lanes load_lanes(const float* p) { return *reinterpret_cast<const UnalignedLanes*>(p); }
-
-inline void store_lanes(float* p, Lanes v) { *reinterpret_cast<UnalignedLanes*>(p) = v; }
 
 // Applies op (a generic lambda of one RgbOf<V>) to every pixel of a planar row of n pixels: a register of
 // pixels at a time, then the remaining pixels one by one.
