@@ -81,10 +81,9 @@ inline Lanes load_lanes(const float* p) { return *reinterpret_cast<const Unalign
 
 inline void store_lanes(float* p, Lanes v) { *reinterpret_cast<UnalignedLanes*>(p) = v; }
 
-
-// std::vector storage aligned to a cache line: a register-wide load or store at a multiple of 16 floats then
-// never splits across two lines (a split access costs about twice as much, and every AVX-512 access of a
-// 16-byte-aligned buffer would split).
+// std::vector storage aligned to a cache line: a register-wide load or store at a multiple of a register's
+// width then never splits across two lines (a split access costs about twice as much, and every AVX-512
+// access of a 16-byte-aligned buffer would split).
 template <class T>
 struct CacheLineAllocator {
   using value_type = T;
