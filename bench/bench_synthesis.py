@@ -3,7 +3,7 @@
 Providers: reference (eager torch), torch.compile(reference), C++ CPU with 1 thread and with all threads,
 CUDA when a GPU is present. Reports median time, the ratio to the eager reference at the same thread count,
 and achieved bandwidth against a copy of the same number of bytes measured in the same run (memcpy on the
-CPU, device-to-device copy on the GPU).
+CPU, its calls alternating with the C++ op's at the same thread count; device-to-device copy on the GPU).
 
 Bytes counted: for every output frame, the source pixels inside the crop box of its background frame and,
 where something is pasted, of its action frame (uint8 RGB), plus the output written. That is the least any
@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cuda_kernel_seconds, cuda_seconds, median_seconds, table, write_result  # noqa: E402
+from common import (alternating_medians, cuda_kernel_seconds, cuda_seconds, median_seconds, table,  # noqa: E402
+                    write_result)
 
 from uptal.config import PalConfig  # noqa: E402
 from uptal.ops import implementation_for, synthesize_ref  # noqa: E402
@@ -50,16 +51,13 @@ def bytes_moved(plan, out_dtype) -> int:
     return read + written
 
 
-def copy_seconds(num_bytes, device, repeats, threads=None):
-    """A copy that reads num_bytes/2 and writes num_bytes/2."""
+def make_copy(num_bytes, device):
+    """A copy that reads num_bytes/2 and writes num_bytes/2 (both buffers touched first)."""
     src = torch.empty(num_bytes // 2, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     src.fill_(1)
     dst.fill_(0)
-    if device == "cuda":
-        return cuda_seconds(lambda: dst.copy_(src), repeats)
-    with threads_set(threads):
-        return median_seconds(lambda: dst.copy_(src), repeats)
+    return lambda: dst.copy_(src)
 
 
 class threads_set:
@@ -103,27 +101,31 @@ def run(args) -> dict:
         return synthesize_packed(videos, lengths, *packed, plan.size, out_dtype, out=cpu_out)
 
     eager = {}
+    cpu_copy = None if args.gpu_only else make_copy(num_bytes, "cpu")
     for threads in [] if args.gpu_only else sorted({1, all_threads}):
         with threads_set(threads):
             eager[threads] = median_seconds(ref, max(1, repeats // 2), warmup=0 if not args.smoke else 1)
-        copy_s = copy_seconds(num_bytes, "cpu", repeats, threads)
-        add("reference (eager)", threads, eager[threads], copy_s, eager[threads])
-        if implementation_for("cpu")[0] == "cpp":
-            with threads_set(threads):
-                add("C++ CPU", threads, median_seconds(cpp, repeats), copy_s, eager[threads])
+            # the op and the copy it is compared with alternate, so that both see the same machine
+            timed = {"copy": cpu_copy}
+            if implementation_for("cpu")[0] == "cpp":
+                timed["cpp"] = cpp
+            medians = alternating_medians(timed, repeats)
+        add("reference (eager)", threads, eager[threads], medians["copy"], eager[threads])
+        if "cpp" in medians:
+            add("C++ CPU", threads, medians["cpp"], medians["copy"], eager[threads])
     if not args.smoke and not args.no_compile and not args.gpu_only:
         compiled = torch.compile(synthesize_ref, dynamic=False)
         with threads_set(all_threads):
             compile_s = median_seconds(lambda: compiled(videos, *packed, plan.size, out_dtype), 2, warmup=1)
-        add("torch.compile(reference)", all_threads, compile_s, copy_seconds(num_bytes, "cpu", repeats),
-            eager[all_threads])
+            copy_s = median_seconds(cpu_copy, repeats)
+        add("torch.compile(reference)", all_threads, compile_s, copy_s, eager[all_threads])
         rows[-1]["vs_compile"] = 1.0
 
     if torch.cuda.is_available():
         gpu_videos = videos.cuda()
         gpu_packed = [t.cuda() for t in packed]
         gpu_out = torch.empty(cpu_out.shape, dtype=out_dtype, device="cuda")
-        copy_s = copy_seconds(num_bytes, "cuda", repeats)
+        copy_s = cuda_seconds(make_copy(num_bytes, "cuda"), repeats)
         eager_gpu = cuda_seconds(lambda: synthesize_ref(gpu_videos, *gpu_packed, plan.size, out_dtype), 3, 1)
         add("reference (eager)", "gpu", eager_gpu, copy_s, eager_gpu)
         compile_gpu = None

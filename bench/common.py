@@ -31,6 +31,22 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1, sync
     return statistics.median(times)
 
 
+def alternating_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median wall time of each of `fns`, their calls alternating round by round. On a machine whose speed drifts
+    (a shared VM: up to 1.5x from one minute to the next on this project's CI machine) the ratio of two medians
+    taken one after the other is mostly the drift; alternating, both see the same machine."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def cuda_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
     """Median time of `fn` on the current CUDA stream, measured with events."""
     for _ in range(warmup):
