@@ -6,7 +6,8 @@ bench_synthesis.py cannot compare them. This script loads two built `uptal._C` f
 two `uptal._C_cuda` files) side by side, each under a module name of its own (their kernels have hidden
 visibility, so the two share no symbols), runs both on the same batch and plan, alternating which goes first
 in each round, and reports each build's min and median, the ratio of the medians (new / old: below 1 is
-faster) and whether the two outputs are byte-identical. CPU calls are timed on the host; CUDA calls with
+faster) and whether the two outputs are byte-identical. It prints each file's SHA-256 and says so when the two
+are the same bytes (then the ratio is noise). CPU calls are timed on the host; CUDA calls with
 events on the current stream.
 
     python bench/ab_synthesis.py OLD_C.so NEW_C.so           # default batch, 1 thread and all threads
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import importlib.util
 import statistics
 import sys
@@ -85,6 +87,12 @@ def compare(builds: dict[str, ModuleType], videos, lengths, plan, out_dtype, thr
     return {"seconds": seconds, "identical": identical}
 
 
+def file_digest(path: str) -> str:
+    """The first 12 hex digits of the file's SHA-256, printed with each build so that a run says what it
+    compared."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
 def _seconds(call, on_gpu: bool) -> float:
     if not on_gpu:
         start = time.perf_counter()
@@ -146,7 +154,13 @@ def main(argv=None) -> int:
                          "median_ms": 1e3 * medians[name],
                          "new_over_old": medians["new"] / medians["old"] if name == "new" else None,
                          "identical": result["identical"] if name == "new" else None})
-    print(f"old: {args.old or installed}\nnew: {args.new or installed}")
+    paths = {"old": args.old or installed, "new": args.new or installed}
+    digests = {tag: file_digest(path) for tag, path in paths.items()}
+    for tag, path in paths.items():
+        print(f"{tag}: {path} (sha256 {digests[tag]})")
+    if digests["old"] == digests["new"]:
+        print("note: old and new are the same bytes, so new / old is this machine's noise, not a change (a build "
+              "that did not replace the file it was copied from reads like this)")
     if args.device == "cuda":
         print(f"{rounds} rounds, calls alternating; {args.dtype} output; {torch.cuda.get_device_name()}")
     else:

@@ -21,3 +21,14 @@ def test_each_build_is_a_module_of_its_own():
     assert old is not new
     assert old is not _native.CPU.module and new is not _native.CPU.module
     assert old.__name__ == "uptal_ab_old._C" and new.__name__ == "uptal_ab_new._C"
+
+
+@pytest.mark.skipif(not _native.CPU.loaded, reason="needs the built uptal._C")
+def test_the_same_file_twice_is_named_noise(capsys):
+    """Given the same bytes as old and new, the script says that its ratio is noise: a copied build that a failed
+    rebuild had not replaced once passed for a change."""
+    path = _native.CPU.module.__file__
+    assert ab_synthesis.main([path, path, "--smoke", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"sha256 {ab_synthesis.file_digest(path)}" in out
+    assert "the same bytes" in out
