@@ -531,6 +531,13 @@ void weighted_rows(const float* const* rows, int64_t offset, const float* taps, 
   }
 }
 
+// The output size S in the copy of the per-frame code compiled for one size (kSize > 0; see synthesize_frame),
+// else the runtime value: with S a constant, GCC unrolls each row's loops and folds their addresses.
+template <int64_t kSize>
+inline int64_t row_size(int64_t size) {
+  return kSize > 0 ? kSize : size;
+}
+
 // Separable Gaussian blur of one frame, streamed: rows go in in order 0..S-1 (add_row) and each output row
 // comes out as soon as the rows it needs are in, so the whole blur works on a few rows that stay in L1:
 //   1. add_row copies pixel row y into a row padded with its reflection (no edge repeat), one of two;
@@ -566,21 +573,22 @@ class Blur {
   }
 
   // Pixel row y [3][S] (rows in order from 0); store(row, o) receives each output row o [3][S] that this row
-  // completes (row valid until the next call).
-  template <class Store>
+  // completes (row valid until the next call). kSize: see row_size.
+  template <int64_t kSize, class Store>
   void add_row(const float* row, int64_t y, Store store) {
-    pad_row(row, padded_.data() + (y & 1) * 3 * stride_);
-    if (y > 0) horizontal_row(y - 1);
-    emit_rows(y - 1, store);
-    if (y == size_ - 1) {
-      horizontal_row(y);
-      emit_rows(y, store);
+    pad_row<kSize>(row, padded_.data() + (y & 1) * 3 * stride_);
+    if (y > 0) horizontal_row<kSize>(y - 1);
+    emit_rows<kSize>(y - 1, store);
+    if (y == row_size<kSize>(size_) - 1) {
+      horizontal_row<kSize>(y);
+      emit_rows<kSize>(y, store);
     }
   }
 
  private:
+  template <int64_t kSize>
   void pad_row(const float* row, float* padded) {
-    const int64_t size = size_;
+    const int64_t size = row_size<kSize>(size_);
     for (int c = 0; c < 3; ++c) {
       const float* in = row + c * size;
       float* out = padded + c * stride_ + margin_;
@@ -591,21 +599,23 @@ class Blur {
 
   float* ring_row(int64_t y) { return ring_.data() + ring_offset_[y]; }
 
+  template <int64_t kSize>
   void horizontal_row(int64_t y) {
+    const int64_t size = row_size<kSize>(size_);
     const float* padded = padded_.data() + (y & 1) * 3 * stride_;
     float* out = ring_row(y);
     const int num_taps = (int)taps_.size();
     for (int k = 0; k < num_taps; ++k) rows_[k] = padded + margin_ - radius_ + shifts_[k];
     for (int c = 0; c < 3; ++c) {
-      weighted_rows(rows_.data(), c * stride_, taps_.data(), num_taps, size_, out + c * size_);
+      weighted_rows(rows_.data(), c * stride_, taps_.data(), num_taps, size, out + c * size);
     }
   }
 
   // Output rows whose source rows (up to row o + R, or the last) are all blurred horizontally, up to `last`.
-  template <class Store>
+  template <int64_t kSize, class Store>
   void emit_rows(int64_t last, Store store) {
     float* out_row = out_row_.data();
-    const int64_t size = size_;
+    const int64_t size = row_size<kSize>(size_);
     const int num_taps = (int)taps_.size();
     for (; next_output_ < size && std::min<int64_t>(next_output_ + radius_, size - 1) <= last; ++next_output_) {
       const int64_t o = next_output_;
@@ -629,8 +639,9 @@ class Blur {
 };
 
 // Clamp + convert one planar row [3][S] and write it as row y of output frame t of video m.
+template <int64_t kSize>
 void store_row(const float* row, const SynthArgs& a, int64_t m, int64_t t, int64_t y) {
-  const int64_t size = a.size;
+  const int64_t size = row_size<kSize>(a.size);
   for (int c = 0; c < 3; ++c) {
     const float* src = row + c * size;
     const int64_t offset = ((m * 3 + c) * a.frames_per_video + t) * size * size + y * size;
@@ -671,8 +682,10 @@ struct Scratch {
 //   2. (only with contrast, which needs the mean grey of the whole frame as step 1 leaves it) the rest of
 //      the ops on the stored rows;
 //   3. store the row, or blur it horizontally and, once all rows are, blur vertically and store.
+// kSize > 0: the copy compiled for S = kSize (see row_size and synthesize_frame_of_any_size).
+template <int64_t kSize>
 void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
-  const int64_t jf = a.frames_per_video, size = a.size, row_floats = 3 * size;
+  const int64_t jf = a.frames_per_video, size = row_size<kSize>(a.size), row_floats = 3 * size;
   const int64_t m = job / jf, t = job % jf;
   const float* prm = a.params + m * a.num_params;
   const int32_t* src = a.sources + m * 2;
@@ -697,9 +710,9 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
   const bool blurred = prm[kBlurOn] > 0.0f;
   if (blurred) s.blur.set(prm + kBlur0, blur_radius_from_columns((int)a.num_params), size);
 
-  auto store = [&](const float* row, int64_t y) { store_row(row, a, m, t, y); };
+  auto store = [&](const float* row, int64_t y) { store_row<kSize>(row, a, m, t, y); };
   auto finish_row = [&](const float* row, int64_t y) {
-    if (blurred) s.blur.add_row(row, y, store);
+    if (blurred) s.blur.add_row<kSize>(row, y, store);
     else store(row, y);
   };
   int64_t grey_sum = 0;
@@ -724,6 +737,15 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
   }
 }
 
+// S = 112, the paper's size and the default, runs a copy of the per-frame code compiled for it: the default
+// batch took 0.91x the time of the runtime-size code (bench/ab_synthesis.py, 1 and 2 threads, byte-identical).
+constexpr int64_t kCompiledSize = 112;
+
+void synthesize_frame_of_any_size(const SynthArgs& a, int64_t job, Scratch& s) {
+  if (a.size == kCompiledSize) synthesize_frame<kCompiledSize>(a, job, s);
+  else synthesize_frame<0>(a, job, s);
+}
+
 }  // namespace
 
 void UPTAL_VARIANT_NAME(synthesize_cpu_)(const SynthArgs& a, int num_threads) {
@@ -734,12 +756,12 @@ void UPTAL_VARIANT_NAME(synthesize_cpu_)(const SynthArgs& a, int num_threads) {
   {
     Scratch scratch(a.size);
 #pragma omp for schedule(dynamic, 4)
-    for (int64_t job = 0; job < jobs; ++job) synthesize_frame(a, job, scratch);
+    for (int64_t job = 0; job < jobs; ++job) synthesize_frame_of_any_size(a, job, scratch);
   }
 #else
   (void)num_threads;
   Scratch scratch(a.size);
-  for (int64_t job = 0; job < jobs; ++job) synthesize_frame(a, job, scratch);
+  for (int64_t job = 0; job < jobs; ++job) synthesize_frame_of_any_size(a, job, scratch);
 #endif
 }
 

@@ -113,12 +113,13 @@ def test_threads_do_not_change_the_result(device):
 
 @pytest.mark.skipif(not _native.CPU.loaded, reason="uptal._C is not loaded")
 @pytest.mark.parametrize("variant", ["baseline", "avx2", "avx512"])
-@pytest.mark.parametrize("size, blur_kernel", [(3, 5), (13, 9), (45, 9), (125, 9)])
+@pytest.mark.parametrize("size, blur_kernel", [(3, 5), (13, 9), (45, 9), (112, 11), (125, 9)])
 def test_each_cpu_build_matches_reference_through_every_loop(monkeypatch, variant, size, blur_kernel):
     """Each instruction-set build of the C++ kernels (UPTAL_CPU_VARIANT picks it; a build this processor
     cannot run is skipped) at sizes that run every loop of its blur: blocks of 7 registers with an overlapping
     last one (125; 45 in the SSE2 build), blocks of one register (13 and 45 in the AVX2 and AVX-512 builds, 13
-    in SSE2) and the scalar loop (3; 13 in AVX-512). The row sampling reads spans of many widths."""
+    in SSE2) and the scalar loop (3; 13 in AVX-512); and at 112, the size each build has a copy of its
+    per-frame code compiled for. The row sampling reads spans of many widths."""
     if variant not in _native.CPU.module.cpu_variants():
         pytest.skip(f"this processor does not run the {variant} build")
     monkeypatch.setenv("UPTAL_CPU_VARIANT", variant)
