@@ -738,7 +738,8 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
 }
 
 // S = 112, the paper's size and the default, runs a copy of the per-frame code compiled for it: the default
-// batch took 0.91x the time of the runtime-size code (bench/ab_synthesis.py, 1 and 2 threads, byte-identical).
+// batch took 0.915x (1 thread) and 0.926x (2) the time of the runtime-size code (bench/ab_synthesis.py, AVX-512
+// build, byte-identical).
 constexpr int64_t kCompiledSize = 112;
 
 void synthesize_frame_of_any_size(const SynthArgs& a, int64_t job, Scratch& s) {
