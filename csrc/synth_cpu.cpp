@@ -310,16 +310,20 @@ class RowCache {
     const int64_t stride = (width + kWindow + kGroup - 1) / kGroup * kGroup;   // a window may start at the last pixel
     planes_.resize(3 * stride);
     deinterleave(row, cols.first / 3 / kGroup * kGroup, cols.end / 3, width, stride);
-    const int64_t groups = (size_ + kGroup - 1) / kGroup;
+    // Locals, not members: a vector store may alias any float, so a member read after one is read again.
+    const int64_t size = size_, groups = (size + kGroup - 1) / kGroup;
+    const float* planes = planes_.data();
+    const int32_t *starts = cols.window_start.data(), *indices0 = cols.window_index0.data(),
+                  *indices1 = cols.window_index1.data();
+    const float *weights0 = cols.weight0.data(), *weights1 = cols.weight1.data();
     for (int64_t g = 0; g < groups; ++g) {
-      const int64_t x = ColumnTaps::group_x(g, size_);
-      const WindowIndex index0 = window_index(cols.window_index0.data() + g * kGroup);
-      const WindowIndex index1 = window_index(cols.window_index1.data() + g * kGroup);
-      const Lanes w0 = load_lanes(cols.weight0.data() + x), w1 = load_lanes(cols.weight1.data() + x);
+      const int64_t x = ColumnTaps::group_x(g, size);
+      const WindowIndex index0 = window_index(indices0 + g * kGroup), index1 = window_index(indices1 + g * kGroup);
+      const Lanes w0 = load_lanes(weights0 + x), w1 = load_lanes(weights1 + x);
+      const float* window = planes + starts[g];
       for (int c = 0; c < 3; ++c) {
-        const float* window = planes_.data() + c * stride + cols.window_start[g];
-        const Lanes low = load_lanes(window), high = load_lanes(window + kLanes);
-        store_lanes(out + c * size_ + x, pick(low, high, index0) * w0 + pick(low, high, index1) * w1);
+        const Lanes low = load_lanes(window + c * stride), high = load_lanes(window + c * stride + kLanes);
+        store_lanes(out + c * size + x, pick(low, high, index0) * w0 + pick(low, high, index1) * w1);
       }
     }
   }
@@ -569,8 +573,10 @@ class Blur {
     ring_offset_.resize(size);
     for (int64_t y = 0; y < size; ++y) ring_offset_[y] = y % (2 * radius + 1) * 3 * size;   // no division per row
     rows_.resize(taps_.size());
-    next_output_ = 0;
   }
+
+  // Before each frame's first add_row.
+  void start_frame() { next_output_ = 0; }
 
   // Pixel row y [3][S] (rows in order from 0); store(row, o) receives each output row o [3][S] that this row
   // completes (row valid until the next call). kSize: see row_size.
@@ -673,6 +679,9 @@ struct Scratch {
   ColumnTaps column_taps;
   RowCache background_cache, action_cache;
   Blur blur;
+  // The synthetic video whose sampling taps and blur are set: they are the same for all its frames, and a
+  // thread's consecutive frames (chunks of the OpenMP loop) mostly come from one video.
+  int64_t video = -1;
   explicit Scratch(int64_t size)
       : frame(3 * size * size), row(3 * size), action_row(3 * size), hue_angles(3 * size), rows(size), cols(size) {}
 };
@@ -693,12 +702,18 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
   const int64_t frame_bytes = a.height * a.width * 3;
   const int64_t video_bytes = a.max_frames * frame_bytes;
 
-  const bool flip = prm[kFlip] > 0.0f;
-  for (int64_t o = 0; o < size; ++o) {
-    s.rows[o] = sample_position((int)o, prm[kCropY0], prm[kScaleY], (int)a.height);
-    s.cols[o] = sample_position(flip ? (int)(size - 1 - o) : (int)o, prm[kCropX0], prm[kScaleX], (int)a.width);
+  const bool blurred = prm[kBlurOn] > 0.0f;
+  if (s.video != m) {
+    const bool flip = prm[kFlip] > 0.0f;
+    for (int64_t o = 0; o < size; ++o) {
+      s.rows[o] = sample_position((int)o, prm[kCropY0], prm[kScaleY], (int)a.height);
+      s.cols[o] = sample_position(flip ? (int)(size - 1 - o) : (int)o, prm[kCropX0], prm[kScaleX], (int)a.width);
+    }
+    s.column_taps.set(s.cols);
+    if (blurred) s.blur.set(prm + kBlur0, blur_radius_from_columns((int)a.num_params), size);
+    s.video = m;
   }
-  s.column_taps.set(s.cols);
+  if (blurred) s.blur.start_frame();
   s.background_cache.reset(size);
   s.action_cache.reset(size);
   const uint8_t* background = a.videos + src[0] * video_bytes + (int64_t)frm[t] * frame_bytes;
@@ -707,8 +722,6 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
       action_frame >= 0 ? a.videos + src[1] * video_bytes + (int64_t)action_frame * frame_bytes : nullptr;
   const PixelOps ops = pixel_ops(prm);
   const bool two_passes = ops.contrast >= 0;
-  const bool blurred = prm[kBlurOn] > 0.0f;
-  if (blurred) s.blur.set(prm + kBlur0, blur_radius_from_columns((int)a.num_params), size);
 
   auto store = [&](const float* row, int64_t y) { store_row<kSize>(row, a, m, t, y); };
   auto finish_row = [&](const float* row, int64_t y) {
