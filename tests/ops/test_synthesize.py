@@ -111,6 +111,23 @@ def test_threads_do_not_change_the_result(device):
     assert torch.equal(one, many)
 
 
+@pytest.mark.parametrize("device", native_devices())
+def test_video_after_video_with_other_taps_and_blur(device):
+    """With one thread the CPU kernel runs the frames of one video after the other and keeps a video's sampling
+    taps and blur until the first frame of the next: videos that alternate blurred and not blurred, with other
+    crops and flips, still match the reference (a state kept one video too long would show in the next)."""
+    videos, lengths, plan = make_batch(config=dataclasses.replace(CONFIGS["all augmentations"], flip_p=0.5))
+    plan.blur_on[1::2] = False
+    assert plan.blur_on.any() and not plan.blur_on.all() and plan.flip.any() and not plan.flip.all()
+    assert len({tuple(crop.tolist()) for crop in plan.crop}) == plan.num_outputs
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert_same_as_reference(videos, lengths, plan, device, torch.float32)
+    finally:
+        torch.set_num_threads(saved)
+
+
 @pytest.mark.skipif(not _native.CPU.loaded, reason="uptal._C is not loaded")
 @pytest.mark.parametrize("variant", ["baseline", "avx2", "avx512"])
 @pytest.mark.parametrize("size, blur_kernel", [(3, 5), (13, 9), (45, 9), (112, 11), (125, 9)])
