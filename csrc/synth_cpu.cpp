@@ -81,6 +81,28 @@ inline Lanes load_lanes(const float* p) { return *reinterpret_cast<const Unalign
 
 inline void store_lanes(float* p, Lanes v) { *reinterpret_cast<UnalignedLanes*>(p) = v; }
 
+// A register of pixels in [0, 255] stored as uint8 and as bfloat16, lane by lane the same as to_uint8 and
+// to_bfloat16_bits (synth_math.h).
+typedef int32_t IntLanes __attribute__((vector_size(sizeof(Lanes))));
+typedef uint32_t BitLanes __attribute__((vector_size(sizeof(Lanes))));
+typedef uint8_t ByteLanes __attribute__((vector_size(kLanes)));
+typedef uint16_t HalfLanes __attribute__((vector_size(2 * kLanes)));
+
+// rintf: v + 2^23 has no bits below the units, so the addition rounds v to an integer (ties to even, in the
+// default rounding mode, as rintf); subtracting 2^23 is exact. Then integer -> uint8, exact for 0..255.
+inline void store_uint8_lanes(uint8_t* p, Lanes v) {
+  const Lanes rounded = (v + 0x1p23f) - 0x1p23f;
+  const ByteLanes bytes = __builtin_convertvector(__builtin_convertvector(rounded, IntLanes), ByteLanes);
+  std::memcpy(p, &bytes, sizeof bytes);
+}
+
+inline void store_bfloat16_lanes(uint16_t* p, Lanes v) {
+  const BitLanes bits = (BitLanes)v;   // the float32 bits (a vector cast keeps the bits)
+  const BitLanes rounded = (bits + (0x7fffu + ((bits >> 16) & 1u))) >> 16;
+  const HalfLanes halves = __builtin_convertvector(rounded, HalfLanes);
+  std::memcpy(p, &halves, sizeof halves);
+}
+
 // std::vector storage aligned to a cache line: a register-wide load or store at a multiple of a register's
 // width then never splits across two lines (a split access costs about twice as much, and every AVX-512
 // access of a 16-byte-aligned buffer would split).
@@ -653,7 +675,9 @@ void store_row(const float* row, const SynthArgs& a, int64_t m, int64_t t, int64
     const int64_t offset = ((m * 3 + c) * a.frames_per_video + t) * size * size + y * size;
     if (a.out_dtype == kOutUInt8) {
       uint8_t* dst = static_cast<uint8_t*>(a.out) + offset;
-      for (int64_t i = 0; i < size; ++i) dst[i] = to_uint8(clamp255(src[i]));
+      int64_t i = 0;
+      for (; i + kLanes <= size; i += kLanes) store_uint8_lanes(dst + i, clamp255(load_lanes(src + i)));
+      for (; i < size; ++i) dst[i] = to_uint8(clamp255(src[i]));
     } else {
       const float scale = a.norm[c], shift = a.norm[3 + c];
       if (a.out_dtype == kOutFloat32) {
@@ -663,7 +687,11 @@ void store_row(const float* row, const SynthArgs& a, int64_t m, int64_t t, int64
         for (; i < size; ++i) dst[i] = clamp255(src[i]) * scale + shift;
       } else {
         uint16_t* dst = static_cast<uint16_t*>(a.out) + offset;
-        for (int64_t i = 0; i < size; ++i) dst[i] = to_bfloat16_bits(clamp255(src[i]) * scale + shift);
+        int64_t i = 0;
+        for (; i + kLanes <= size; i += kLanes) {
+          store_bfloat16_lanes(dst + i, clamp255(load_lanes(src + i)) * scale + shift);
+        }
+        for (; i < size; ++i) dst[i] = to_bfloat16_bits(clamp255(src[i]) * scale + shift);
       }
     }
   }

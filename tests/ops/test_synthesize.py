@@ -144,7 +144,7 @@ def test_each_cpu_build_matches_reference_through_every_loop(monkeypatch, varian
     videos, lengths, plan = make_batch(num_videos=4, frames=20, height=50, width=61, config=config, seed=3)
     assert _native.CPU.module.cpu_variant() == variant
     assert bool(plan.blur_on.any()) and bool(plan.flip.any()) and not bool(plan.flip.all())
-    for out_dtype in (torch.uint8, torch.float32):
+    for out_dtype in DTYPES:
         expected = synthesize_ref(videos, *plan.packed(), plan.size, out_dtype)
         assert torch.equal(synthesize(videos, lengths, plan, out_dtype=out_dtype), expected)
 
@@ -163,7 +163,7 @@ def test_each_cpu_build_samples_narrow_and_wide_crops_like_the_reference(monkeyp
     widths = plan.crop[:, 3] / plan.size                                 # [M] crop width / output width
     assert bool((widths < 1.5).any()) and bool((widths > 2.5).any()), widths
     assert bool(plan.flip.any()) and not bool(plan.flip.all())
-    for out_dtype in (torch.uint8, torch.float32):
+    for out_dtype in DTYPES:
         expected = synthesize_ref(videos, *plan.packed(), plan.size, out_dtype)
         assert torch.equal(synthesize(videos, lengths, plan, out_dtype=out_dtype), expected)
 
@@ -288,7 +288,7 @@ def test_blur_with_zero_taps_matches_the_reference(device):
                          [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5],
                          [0.0] * 7])                                     # all zero: a black frame
     plan = dataclasses.replace(plan, blur_on=torch.ones(m, dtype=torch.bool), blur_weights=taps.repeat(m, 1)[:m])
-    for out_dtype in (torch.uint8, torch.float32):
+    for out_dtype in DTYPES:
         assert_same_as_reference(videos, lengths, plan, device, out_dtype)
 
 
@@ -323,7 +323,7 @@ def test_hue_wraps_a_tiny_negative_hue_like_the_reference(device):
                                jitter=torch.stack([torch.ones(m), torch.ones(m), torch.ones(m),
                                                    shifts.repeat(m)[:m]], dim=1),
                                jitter_order=torch.tensor([[3, 0, 1, 2]] * m))
-    for out_dtype in (torch.uint8, torch.float32):
+    for out_dtype in DTYPES:
         assert_same_as_reference(videos, lengths, plan, device, out_dtype)
 
 # --- bad input is a ValueError naming the argument ------------------------------------------------------
