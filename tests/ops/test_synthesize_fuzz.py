@@ -1,6 +1,6 @@
 """Property-based fuzzing of uptal::synthesize: random shapes, configs and plans.
 
-Valid plans: the native implementation equals the reference bit for bit (uint8 and float32 outputs).
+Valid plans: the native implementation equals the reference bit for bit (uint8, float32 and bfloat16 outputs).
 Invalid plans (one field pushed out of range): a ValueError, never a crash or an out-of-bounds read.
 UPTAL_FUZZ_EXAMPLES sets the number of examples per property (default 1000).
 """
@@ -54,7 +54,7 @@ native = pytest.mark.skipif(implementation_for("cpu")[0] != "cpp", reason="uptal
 
 @native
 @FUZZ
-@given(batches(), st.sampled_from([torch.uint8, torch.float32]))
+@given(batches(), st.sampled_from([torch.uint8, torch.float32, torch.bfloat16]))
 def test_valid_plans_match_the_reference(batch, out_dtype):
     videos, lengths, plan = batch
     packed = plan.packed()
