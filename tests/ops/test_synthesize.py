@@ -288,7 +288,7 @@ def test_blur_with_zero_taps_matches_the_reference(device):
                          [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5],
                          [0.0] * 7])                                     # all zero: a black frame
     plan = dataclasses.replace(plan, blur_on=torch.ones(m, dtype=torch.bool), blur_weights=taps.repeat(m, 1)[:m])
-    for out_dtype in DTYPES:
+    for out_dtype in (torch.uint8, torch.float32):
         assert_same_as_reference(videos, lengths, plan, device, out_dtype)
 
 
@@ -323,7 +323,7 @@ def test_hue_wraps_a_tiny_negative_hue_like_the_reference(device):
                                jitter=torch.stack([torch.ones(m), torch.ones(m), torch.ones(m),
                                                    shifts.repeat(m)[:m]], dim=1),
                                jitter_order=torch.tensor([[3, 0, 1, 2]] * m))
-    for out_dtype in DTYPES:
+    for out_dtype in (torch.uint8, torch.float32):
         assert_same_as_reference(videos, lengths, plan, device, out_dtype)
 
 # --- bad input is a ValueError naming the argument ------------------------------------------------------
