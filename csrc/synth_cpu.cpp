@@ -714,6 +714,15 @@ struct Scratch {
       : frame(3 * size * size), row(3 * size), action_row(3 * size), hue_angles(3 * size), rows(size), cols(size) {}
 };
 
+// Whether a blur changes any value: one whose only non-zero tap is a centre tap of 1 does not (1 * x = x in
+// both passes); the planner gives that to a small sigma (gaussian_taps), and the frame is then not blurred.
+bool blur_changes_values(const float* taps, int radius) {
+  for (int k = 0; k < 2 * radius + 1; ++k) {
+    if (taps[k] != (k == radius ? 1.0f : 0.0f)) return true;
+  }
+  return false;
+}
+
 // One output frame, fused row by row so that each pixel row goes through its steps while it is in L1:
 //   1. sample the background row, sample and blend the action row, apply the pixel ops before contrast;
 //   2. (only with contrast, which needs the mean grey of the whole frame as step 1 leaves it) the rest of
@@ -730,7 +739,8 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
   const int64_t frame_bytes = a.height * a.width * 3;
   const int64_t video_bytes = a.max_frames * frame_bytes;
 
-  const bool blurred = prm[kBlurOn] > 0.0f;
+  const int radius = blur_radius_from_columns((int)a.num_params);
+  const bool blurred = prm[kBlurOn] > 0.0f && blur_changes_values(prm + kBlur0, radius);
   if (s.video != m) {
     const bool flip = prm[kFlip] > 0.0f;
     for (int64_t o = 0; o < size; ++o) {
@@ -738,7 +748,7 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
       s.cols[o] = sample_position(flip ? (int)(size - 1 - o) : (int)o, prm[kCropX0], prm[kScaleX], (int)a.width);
     }
     s.column_taps.set(s.cols);
-    if (blurred) s.blur.set(prm + kBlur0, blur_radius_from_columns((int)a.num_params), size);
+    if (blurred) s.blur.set(prm + kBlur0, radius, size);
     s.video = m;
   }
   if (blurred) s.blur.start_frame();

@@ -13,6 +13,7 @@ from uptal.config import PalConfig
 from uptal.ops import _native, implementation_for, synthesize, synthesize_packed, synthesize_ref
 from uptal.ops.synthesize_layout import COLUMN_NAMES, NUM_FIXED_COLUMNS, Col
 from uptal.pal import build_plan, gaussian_taps
+from uptal.pal.plan import BLUR_DROPPED_WEIGHT
 
 DTYPES = [torch.uint8, torch.float32, torch.bfloat16]
 SMALL = PalConfig(clips=3, frames=4, size=24, max_region_clips=2, blur_kernel=5)
@@ -280,26 +281,40 @@ def test_hue_rotation_by_a_third_permutes_pure_colours():
 
 @pytest.mark.parametrize("device", native_devices())
 def test_blur_with_zero_taps_matches_the_reference(device):
-    """Zero taps anywhere (the planner zeroes negligible outer ones; a hand-made plan may put them anywhere,
-    the first included, or make them all zero): the C++ kernel skips them, which must change no bit."""
-    videos, lengths, plan = identity_plan(num_videos=3, frames=20, size=23, blur_kernel=7)
-    m = plan.num_outputs
+    """Zero taps anywhere (the planner zeroes the outer ones; a hand-made plan may put them anywhere, the
+    first included, or make them all zero): the C++ kernel skips them, which must change no bit. A centre
+    tap of 1 alone changes no value, so the C++ kernel runs no blur then; with one more non-zero tap it must."""
+    videos, lengths, plan = identity_plan(num_videos=4, frames=20, size=23, blur_kernel=7)
+    m = plan.num_outputs                                                 # 8: every row of taps used
     taps = torch.tensor([[0.0, 0.1, 0.2, 0.4, 0.2, 0.1, 0.0], [0.05, 0.0, 0.3, 0.3, 0.3, 0.0, 0.05],
                          [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5],
-                         [0.0] * 7])                                     # all zero: a black frame
+                         [0.0] * 7,                                      # all zero: a black frame
+                         [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.25], [0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0]])
     plan = dataclasses.replace(plan, blur_on=torch.ones(m, dtype=torch.bool), blur_weights=taps.repeat(m, 1)[:m])
     for out_dtype in (torch.uint8, torch.float32):
         assert_same_as_reference(videos, lengths, plan, device, out_dtype)
 
 
-def test_gaussian_taps_zero_the_negligible_ones():
-    """No subnormal tap (slow on x86), and the zeroed ones are those below 1e-12 of the centre."""
+def test_gaussian_taps_drop_at_most_half_a_level_and_no_more_than_that():
+    """The planner's taps: symmetric, summing to 1, no subnormal; the dropped outer taps carry at most
+    BLUR_DROPPED_WEIGHT of the whole kernel's weight (so a value moves by at most half an 8-bit level) and
+    dropping one more pair would carry more."""
     for sigma in torch.linspace(0.1, 2.0, 200).tolist():
         taps = gaussian_taps(sigma, 11)
         assert not bool(((taps > 0) & (taps < torch.finfo(torch.float32).tiny)).any()), sigma
-        assert bool((taps[5] > 0) & torch.equal(taps, taps.flip(0))), sigma
-    taps = gaussian_taps(0.2, 11)                               # exp(-1 / 0.08) = 3.7e-6, exp(-4 / 0.08) = 2e-22
-    assert bool((taps[4] > 0) & (taps[3] == 0)), taps
+        assert torch.equal(taps, taps.flip(0)) and abs(float(taps.sum()) - 1) < 1e-6, sigma
+        kept = int((taps > 0).sum()) // 2                              # taps 5 - kept .. 5 + kept are kept
+        assert bool((taps[5 - kept:6 + kept] > 0).all()), sigma
+        x = torch.arange(-5, 6, dtype=torch.float64)
+        whole = torch.exp(-x * x / (2 * sigma * sigma))
+        whole = whole / whole.sum()
+        dropped = float(whole.sum() - whole[5 - kept:6 + kept].sum())
+        assert dropped <= BLUR_DROPPED_WEIGHT, sigma
+        if kept > 0:
+            assert dropped + 2 * float(whole[5 - kept]) > BLUR_DROPPED_WEIGHT, sigma
+        worst = torch.where(torch.arange(11).sub(5).abs() <= kept, 255.0, 0.0)   # all the kept weight at 255
+        assert abs(float((taps.double() * worst).sum() - (whole * worst).sum())) <= 0.5 + 1e-4, sigma
+    assert [int((gaussian_taps(s, 11) > 0).sum()) for s in (0.2, 0.5, 1.0, 2.0)] == [1, 3, 7, 11]
 
 
 @pytest.mark.parametrize("device", native_devices())
