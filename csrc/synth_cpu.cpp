@@ -574,8 +574,8 @@ inline int64_t row_size(int64_t size) {
 //   3. then blurs the columns of every output row whose 2R + 1 source rows (reflected at the frame's edges, all
 //      within R rows of it) are in the ring, and hands it to the caller.
 // Taps are accumulated in order k = 0..2R for every pixel, as in the reference, except zero taps (the planner
-// zeroes negligible ones): their products are +0 (every value is finite and >= 0) and adding +0 leaves a sum
-// unchanged, so skipping them changes no bit.
+// zeroes the outer ones, see gaussian_taps): their products are +0 (every value is finite and >= 0) and
+// adding +0 leaves a sum unchanged, so skipping them changes no bit.
 class Blur {
  public:
   void set(const float* all_taps, int radius, int64_t size) {
@@ -597,8 +597,13 @@ class Blur {
     rows_.resize(taps_.size());
   }
 
-  // Before each frame's first add_row.
-  void start_frame() { next_output_ = 0; }
+  // Before each frame's first add_row. grey: the frame's three channels are equal (grayscale), so only the
+  // first is blurred and the blurred row copied into the other two (the same taps on the same values give
+  // the same sums).
+  void start_frame(bool grey) {
+    next_output_ = 0;
+    channels_ = grey ? 1 : 3;
+  }
 
   // Pixel row y [3][S] (rows in order from 0); store(row, o) receives each output row o [3][S] that this row
   // completes (row valid until the next call). kSize: see row_size.
@@ -617,7 +622,7 @@ class Blur {
   template <int64_t kSize>
   void pad_row(const float* row, float* padded) {
     const int64_t size = row_size<kSize>(size_);
-    for (int c = 0; c < 3; ++c) {
+    for (int c = 0; c < channels_; ++c) {
       const float* in = row + c * size;
       float* out = padded + c * stride_ + margin_;
       for (int64_t x = 0; x < size; ++x) out[x] = in[x];
@@ -634,7 +639,7 @@ class Blur {
     float* out = ring_row(y);
     const int num_taps = (int)taps_.size();
     for (int k = 0; k < num_taps; ++k) rows_[k] = padded + margin_ - radius_ + shifts_[k];
-    for (int c = 0; c < 3; ++c) {
+    for (int c = 0; c < channels_; ++c) {
       weighted_rows(rows_.data(), c * stride_, taps_.data(), num_taps, size, out + c * size);
     }
   }
@@ -648,14 +653,15 @@ class Blur {
     for (; next_output_ < size && std::min<int64_t>(next_output_ + radius_, size - 1) <= last; ++next_output_) {
       const int64_t o = next_output_;
       for (int k = 0; k < num_taps; ++k) rows_[k] = ring_row(reflect((int)o + shifts_[k] - radius_, (int)size));
-      for (int c = 0; c < 3; ++c) {
+      for (int c = 0; c < channels_; ++c) {
         weighted_rows(rows_.data(), c * size, taps_.data(), num_taps, size, out_row + c * size);
       }
+      for (int c = channels_; c < 3; ++c) std::memcpy(out_row + c * size, out_row, size * sizeof(float));
       store(out_row, o);
     }
   }
 
-  int radius_ = 0;
+  int radius_ = 0, channels_ = 3;
   int64_t size_ = 0, margin_ = 0, stride_ = 0, next_output_ = 0;
   std::vector<float> taps_;            // non-zero taps
   std::vector<int> shifts_;            // tap index k of each kept tap
@@ -751,7 +757,7 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
     if (blurred) s.blur.set(prm + kBlur0, radius, size);
     s.video = m;
   }
-  if (blurred) s.blur.start_frame();
+  if (blurred) s.blur.start_frame(prm[kGrayscale] > 0.0f);
   s.background_cache.reset(size);
   s.action_cache.reset(size);
   const uint8_t* background = a.videos + src[0] * video_bytes + (int64_t)frm[t] * frame_bytes;
