@@ -133,6 +133,9 @@ UPTAL_HD RgbOf<V> saturation(RgbOf<V> v, float factor) {
 // each channel rebuilt as max - chroma * clamp(min(k, 4 - k), 0, 1) with k = (n + h6) mod 6, n = 5, 3, 1.
 // Branch-free (selects only), so that it vectorises on the CPU and does not diverge on the GPU; a grey pixel
 // (chroma 0) computes a NaN in the unused lane and is returned unchanged.
+// The rebuilt channel needs no clamp at 0: with 0 <= min <= max, chroma = fl(max - min) <= max and
+// fl(chroma * m) <= chroma for m in [0, 1], so max - chroma * m >= 0 exactly. It can exceed 255: bilinear
+// sampling can give 255 + 2^-16 (1 - w rounds up for some weights w), so the clamp at 255 stays.
 template <class V>
 UPTAL_HD V hue_channel(float n, V h6, V maxc, V chroma) {
   V k = n + h6;
@@ -140,7 +143,7 @@ UPTAL_HD V hue_channel(float n, V h6, V maxc, V chroma) {
   V m = min_of(k, 4.0f - k);
   m = min_of(m, splat<V>(1.0f));
   m = max_of(m, splat<V>(0.0f));
-  return clamp255(maxc - chroma * m);
+  return min_of(maxc - chroma * m, splat<V>(255.0f));
 }
 
 // The hue rotation in two halves: hue_angle computes a pixel's rotated hue h6 in [0, 6) with its max and

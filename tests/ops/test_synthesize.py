@@ -12,6 +12,7 @@ import torch
 from uptal.config import PalConfig
 from uptal.ops import _native, implementation_for, synthesize, synthesize_packed, synthesize_ref
 from uptal.ops.synthesize_layout import COLUMN_NAMES, NUM_FIXED_COLUMNS, Col
+from uptal.ops.synthesize_ref import _hue as synthesize_ref_hue
 from uptal.pal import build_plan, gaussian_taps
 from uptal.pal.plan import BLUR_DROPPED_WEIGHT
 
@@ -260,6 +261,25 @@ def test_brightness_scales_and_clamps():
     source = synthesize(videos, lengths, plan, out_dtype=torch.uint8).float()
     # the identity factors (contrast 1, saturation 1, hue 0) are exact up to float32 rounding
     torch.testing.assert_close(out, (source * 1.5).clamp(0, 255), rtol=0, atol=2e-3)
+
+
+def test_hue_output_is_never_negative_without_a_clamp_at_zero():
+    """The hue's rebuilt channels clamp at 255 only (synthesize_ref._hue_channel says why they cannot go
+    below 0): pixels from the whole input range (up to the 255 + 2^-16 a bilinear sample can reach), with
+    tiny and zero chroma, rotated by shifts across [-0.5, 0.5], come out in [0, 255]."""
+    g = torch.Generator().manual_seed(0)
+    top = 255 + 2.0 ** -16
+    uniform = torch.rand(4000, 3, generator=g) * top
+    whole = torch.randint(0, 256, (4000, 3), generator=g).float()
+    near_grey = uniform[:, :1] + torch.randint(-2, 3, (4000, 3), generator=g) * 2.0 ** -12   # chroma of a few ulps
+    edges = torch.tensor([[0.0, 0.0, top], [top, 0.0, 0.0], [top, top, 0.0], [0.0, 2.0 ** -20, 0.0]])
+    pixels = torch.cat([uniform, whole, near_grey.clamp(0, top), edges]).float()       # [P, 3]
+    x = pixels.t().reshape(1, 3, 1, -1)                                                    # [T=1, 3, 1, P]
+    for shift in torch.linspace(-0.5, 0.5, 41).tolist():
+        p = torch.zeros(Col.BLUR0 + 1)
+        p[Col.HUE] = shift
+        out = synthesize_ref_hue(x, p)
+        assert bool((out >= 0).all() & (out <= 255).all()), shift
 
 
 def test_hue_rotation_by_a_third_permutes_pure_colours():

@@ -144,10 +144,12 @@ def _hue(x, p):
 
 
 def _hue_channel(n, h6, maxc, chroma):
+    """One rebuilt channel. It is >= 0 without a clamp (chroma = max - min rounded is <= max, and chroma * m
+    rounded is <= chroma for m in [0, 1]), but may exceed 255: a bilinear sample can be 255 + 2^-16."""
     k = n + h6
     k = torch.where(k >= 6, k - 6, k)
     m = torch.minimum(k, 4 - k).clamp(0, 1)
-    return (maxc - chroma * m).clamp(0, 255)
+    return (maxc - chroma * m).clamp(max=255)
 
 
 def _const(value, like):
