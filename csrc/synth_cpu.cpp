@@ -764,6 +764,8 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
   const int32_t action_frame = frm[jf + t];
   const uint8_t* action =
       action_frame >= 0 ? a.videos + src[1] * video_bytes + (int64_t)action_frame * frame_bytes : nullptr;
+  // A hard paste (beta 1) is the action frame alone: 1 * a + 0 * b = a for finite a, b >= 0.
+  const bool action_only = action != nullptr && prm[kBeta] == 1.0f;
   const PixelOps ops = pixel_ops(prm);
   const bool two_passes = ops.contrast >= 0;
 
@@ -775,10 +777,14 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
   int64_t grey_sum = 0;
   for (int64_t y = 0; y < size; ++y) {
     float* row = two_passes ? s.frame.data() + y * row_floats : s.row.data();
-    sample_row(background, a.width, s.rows[y], s.column_taps, size, s.background_cache, row);
-    if (action != nullptr) {
-      sample_row(action, a.width, s.rows[y], s.column_taps, size, s.action_cache, s.action_row.data());
-      blend_row(row, s.action_row.data(), row_floats, prm[kBeta]);
+    if (action_only) {
+      sample_row(action, a.width, s.rows[y], s.column_taps, size, s.action_cache, row);
+    } else {
+      sample_row(background, a.width, s.rows[y], s.column_taps, size, s.background_cache, row);
+      if (action != nullptr) {
+        sample_row(action, a.width, s.rows[y], s.column_taps, size, s.action_cache, s.action_row.data());
+        blend_row(row, s.action_row.data(), row_floats, prm[kBeta]);
+      }
     }
     apply_ops(ops, 0, two_passes ? ops.contrast : ops.count, row, size, 0.0f, s.hue_angles.data());
     if (two_passes) grey_sum += row_grey_sum(row, size);
