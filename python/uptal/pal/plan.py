@@ -342,7 +342,7 @@ def gaussian_taps(sigma: float, kernel: int) -> torch.Tensor:
     """Normalised 1-D Gaussian of `kernel` taps (odd), float32, whose outer taps are exactly 0 as far in as the
     weight they carry together stays at most BLUR_DROPPED_WEIGHT (the kept taps renormalised).
 
-    The kernels skip zero taps, so the blur costs what sigma needs rather than what the kernel size allows
+    The C++ kernel skips zero taps, so the blur costs what sigma needs rather than what the kernel size allows
     (at sigma 1, 7 of the 11 taps; at 0.2, the centre only). Against the whole kernel, a blurred value moves
     by at most half an 8-bit level: with weights w summing to 1, values x in [0, 255] and dropped weight d,
     the truncated sum, sum_kept(w x) / (1 - d), differs from sum_all(w x) by
