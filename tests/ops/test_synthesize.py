@@ -271,7 +271,7 @@ def test_hue_output_is_never_negative_without_a_clamp_at_zero():
     top = 255 + 2.0 ** -16
     uniform = torch.rand(4000, 3, generator=g) * top
     whole = torch.randint(0, 256, (4000, 3), generator=g).float()
-    near_grey = uniform[:, :1] + torch.randint(-2, 3, (4000, 3), generator=g) * 2.0 ** -12   # chroma of a few ulps
+    near_grey = uniform[:, :1] + torch.randint(-2, 3, (4000, 3), generator=g) * 2.0 ** -12   # chroma 0 to 2^-10
     edges = torch.tensor([[0.0, 0.0, top], [top, 0.0, 0.0], [top, top, 0.0], [0.0, 2.0 ** -20, 0.0]])
     pixels = torch.cat([uniform, whole, near_grey.clamp(0, top), edges]).float()       # [P, 3]
     x = pixels.t().reshape(1, 3, 1, -1)                                                    # [T=1, 3, 1, P]
