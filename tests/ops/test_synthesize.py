@@ -2,8 +2,11 @@
 expectations, validation of bad input, and torch.library integration."""
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import math
+import mmap
+import sys
 import zlib
 
 import pytest
@@ -168,6 +171,47 @@ def test_each_cpu_build_samples_narrow_and_wide_crops_like_the_reference(monkeyp
     for out_dtype in DTYPES:
         expected = synthesize_ref(videos, *plan.packed(), plan.size, out_dtype)
         assert torch.equal(synthesize(videos, lengths, plan, out_dtype=out_dtype), expected)
+
+
+PROT_NONE = 0   # mprotect: no access (Python's mmap module names PROT_READ and PROT_WRITE, not this)
+
+
+def _videos_ending_at_a_guard_page(shape):
+    """uint8 videos [N, T, H, W, 3] whose last byte is the last one before a page the process may not read: a
+    kernel that reads past the videos crashes the test (SIGSEGV) instead of reading a neighbour's bytes.
+    Returns the videos and the mapping that must outlive them."""
+    num_bytes, page = math.prod(shape), mmap.PAGESIZE
+    body = -(-num_bytes // page) * page
+    mapping = mmap.mmap(-1, body + page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(mapping))
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.mprotect(ctypes.c_void_p(base + body), ctypes.c_size_t(page), PROT_NONE) == 0, ctypes.get_errno()
+    videos = torch.frombuffer(mapping, dtype=torch.uint8, count=num_bytes, offset=body - num_bytes).view(shape)
+    return videos, mapping
+
+
+@pytest.mark.skipif(not _native.CPU.loaded or not sys.platform.startswith("linux"),
+                    reason="needs uptal._C and mprotect (Linux)")
+@pytest.mark.parametrize("variant", ["baseline", "avx2", "avx512"])
+@pytest.mark.parametrize("width", [16, 17, 18, 19, 25])
+def test_each_cpu_build_reads_nothing_past_the_last_pixel(monkeypatch, variant, width):
+    """Full-frame crops of a one-frame video that ends at a guard page, so the last row the op samples is the
+    last of the buffer: a row sampling that loads a whole register where the row has fewer bytes left (the AVX2
+    build loads 32 bytes for 8 pixels) must take its last pixels through a copy. Widths put the row's end at
+    every place within such a load."""
+    if variant not in _native.CPU.module.cpu_variants():
+        pytest.skip(f"this processor does not run the {variant} build")
+    monkeypatch.setenv("UPTAL_CPU_VARIANT", variant)
+    config = PalConfig(clips=1, frames=1, size=16, max_region_clips=1, dense=False, scale=False, paste="none",
+                      **NO_AUGMENT)
+    videos, mapping = _videos_ending_at_a_guard_page((1, 1, width, width, 3))
+    videos.copy_(torch.randint(0, 256, videos.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(7)))
+    plan = build_plan(torch.Generator().manual_seed(7), [1], width, width, config)
+    assert plan.crop[0].tolist() == [0, 0, width, width]
+    for out_dtype in DTYPES:
+        expected = synthesize_ref(videos, *plan.packed(), plan.size, out_dtype)
+        assert torch.equal(synthesize(videos, [1], plan, out_dtype=out_dtype), expected)
+    del videos
 
 
 def test_out_buffer_is_filled_and_returned():
