@@ -197,8 +197,9 @@ def _videos_ending_at_a_guard_page(shape):
 def test_each_cpu_build_reads_nothing_past_the_last_pixel(monkeypatch, variant, width):
     """Full-frame crops of a one-frame video that ends at a guard page, so the last row the op samples is the
     last of the buffer: a row sampling that loads a whole register where the row has fewer bytes left (the AVX2
-    build loads 32 bytes for 8 pixels) must take its last pixels through a copy. Widths put the row's end at
-    every place within such a load."""
+    build loads 32 bytes for 8 pixels) must take its last pixels through a copy. In the AVX2 build such a load
+    would pass the row's end by 8, 5, 2 and 5 bytes at widths 16, 17, 18 and 25 (at 17, 18 and 25 with more than
+    8 pixels left, which the copy takes 8 at a time); at 19 the last whole load ends 1 byte inside the row."""
     if variant not in _native.CPU.module.cpu_variants():
         pytest.skip(f"this processor does not run the {variant} build")
     monkeypatch.setenv("UPTAL_CPU_VARIANT", variant)
@@ -211,7 +212,6 @@ def test_each_cpu_build_reads_nothing_past_the_last_pixel(monkeypatch, variant, 
     for out_dtype in DTYPES:
         expected = synthesize_ref(videos, *plan.packed(), plan.size, out_dtype)
         assert torch.equal(synthesize(videos, [1], plan, out_dtype=out_dtype), expected)
-    del videos
 
 
 def test_out_buffer_is_filled_and_returned():
