@@ -31,10 +31,11 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1, sync
     return statistics.median(times)
 
 
-def alternating_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median wall time of each of `fns`, their calls alternating round by round. On a machine whose speed drifts
-    (a shared VM: up to 1.5x from one minute to the next on this project's CI machine) the ratio of two medians
-    taken one after the other is mostly the drift; alternating, both see the same machine."""
+def alternating_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
+                        ) -> dict[str, list[float]]:
+    """Wall times of each of `fns` over `repeats` rounds, their calls alternating round by round. On a machine
+    whose speed drifts (a shared VM: up to 1.5x from one minute to the next on this project's CI machine) the
+    ratio of two medians taken one after the other is mostly the drift; alternating, both see the same machine."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -44,7 +45,12 @@ def alternating_medians(fns: dict[str, Callable[[], object]], repeats: int, warm
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
+
+
+def alternating_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median of each of `fns`' alternating_seconds."""
+    return {name: statistics.median(values) for name, values in alternating_seconds(fns, repeats, warmup).items()}
 
 
 def cuda_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:

@@ -22,13 +22,12 @@ import argparse
 import dataclasses
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from bench_synthesis import TARGETS, bytes_moved, make_batch, make_copy  # noqa: E402
-from common import table, write_result  # noqa: E402
+from common import alternating_seconds, table, write_result  # noqa: E402
 from uptal.config import PalConfig  # noqa: E402
 from uptal.ops import _native  # noqa: E402
 from uptal.ops.synthesize import _pointer_args, check_synthesis_inputs  # noqa: E402
@@ -64,16 +63,8 @@ def run(args) -> dict:
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)   # the copy with the op's thread count
     calls["memcpy"] = make_copy(num_bytes["default"], "cpu")
-    seconds = {name: [] for name in calls}
-    try:
-        for call in calls.values():   # warm-up: first touch of the outputs, OpenMP threads
-            call()
-        order = list(calls)
-        for round_index in range(args.rounds):
-            for name in order if round_index % 2 == 0 else order[::-1]:
-                start = time.perf_counter()
-                calls[name]()
-                seconds[name].append(time.perf_counter() - start)
+    try:   # the warm-up round touches the outputs first and starts the OpenMP threads
+        seconds = alternating_seconds(calls, args.rounds)
     finally:
         torch.set_num_threads(saved_threads)
     default_s = statistics.median(seconds["default"])
