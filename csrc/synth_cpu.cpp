@@ -25,6 +25,9 @@
 #if defined(__AVX512F__) || defined(__AVX2__)
 #define UPTAL_WINDOWS 1   // row sampling through permute windows (see RowCache::sample_through_windows)
 #endif
+#if defined(__AVX2__) && !defined(__AVX512F__)
+#define UPTAL_BYTE_PICKS 1   // row sampling by byte shuffles of the uint8 row (see RowCache::sample_through_byte_picks)
+#endif
 #if defined(__AVX__) || defined(__AVX512F__)
 #include <immintrin.h>
 #elif defined(__SSE__)
@@ -128,7 +131,8 @@ struct ColumnTaps {
   std::vector<int32_t> offset0, offset1;
   std::vector<float> weight0, weight1;
   int32_t first = 0, end = 0;  // the taps read values first .. end - 1 of a row
-  void set(const std::vector<Tap>& cols) {
+  // cols: the taps of the output columns in a row of `width` pixels
+  void set(const std::vector<Tap>& cols, int64_t width) {
     const size_t n = cols.size();
     offset0.resize(n), offset1.resize(n), weight0.resize(n), weight1.resize(n);
     first = INT32_MAX, end = 0;
@@ -143,6 +147,10 @@ struct ColumnTaps {
 #if defined(UPTAL_WINDOWS)
     set_windows(cols);
 #endif
+#if defined(UPTAL_BYTE_PICKS)
+    set_byte_picks(cols, width);
+#endif
+    (void)width;
   }
 #if defined(UPTAL_WINDOWS)
   // The columns in groups of a register (16 in the AVX-512 build, 8 in AVX2; the last group moved back to end
@@ -181,6 +189,63 @@ struct ColumnTaps {
       }
     }
   }
+#endif
+#if defined(UPTAL_BYTE_PICKS)
+  // The columns in the same groups of a register (8), each 128-bit half of the register (4 columns) taking
+  // a tap's bytes out of 16 bytes of the uint8 row that start at pick_start[(g * 2 + tap) * 2 + half]: one
+  // byte shuffle per tap and channel (pick_control [g][tap][channel][32]; -128: a zero byte) puts each
+  // column's byte in the low byte of its 32-bit lane. The two taps share their 16 bytes (one load per half)
+  // where a half's pixels span at most 5 pixels, which holds wherever the crop is at most as wide as the
+  // output; else each tap has 16 bytes of its own (pick_per_tap; crops up to 4/3 of the output's width).
+  // byte_picks_fit: one of the two fits every half; otherwise the rows are sampled through windows.
+  std::vector<int32_t> pick_start;
+  AlignedVector<int8_t> pick_control;
+  bool byte_picks_fit = false, pick_per_tap = false;
+  static constexpr int64_t kHalfColumns = kGroup / 2, kHalfBytes = 16;
+
+  void set_byte_picks(const std::vector<Tap>& cols, int64_t width) {
+    byte_picks_fit = (int64_t)cols.size() >= kGroup && 3 * width >= kHalfBytes;
+    if (!byte_picks_fit) return;
+    pick_per_tap = false;
+    if (set_pick_windows(cols, width)) return;
+    pick_per_tap = true;
+    byte_picks_fit = set_pick_windows(cols, width);
+  }
+
+  // Whether every half's bytes fit its 16 (shared by the taps, or one per tap if pick_per_tap); if they do,
+  // pick_start and pick_control are set.
+  bool set_pick_windows(const std::vector<Tap>& cols, int64_t width) {
+    const int64_t size = (int64_t)cols.size(), groups = (size + kGroup - 1) / kGroup;
+    pick_start.resize(groups * 2 * 2);
+    pick_control.assign(groups * 2 * 3 * 32, (int8_t)-128);
+    for (int64_t g = 0; g < groups; ++g) {
+      for (int64_t half = 0; half < 2; ++half) {
+        const Tap* taps = cols.data() + group_x(g, size) + half * kHalfColumns;
+        for (int tap = 0; tap < 2; ++tap) {
+          int32_t first = INT32_MAX, end = 0;   // bytes [first, end) of the row hold the pixels needed
+          for (int64_t j = 0; j < kHalfColumns; ++j) {
+            for (int t = 0; t < 2; ++t) {
+              if (!pick_per_tap || t == tap) {
+                first = std::min(first, 3 * pixel(taps[j], t));
+                end = std::max(end, 3 * pixel(taps[j], t) + 3);
+              }
+            }
+          }
+          // moved back so that the 16 bytes end at the row's end at the latest: nothing past a row is read
+          const int32_t start = std::min<int32_t>(first, (int32_t)(3 * width - kHalfBytes));
+          if (end - start > kHalfBytes) return false;
+          pick_start[(g * 2 + tap) * 2 + half] = start;
+          for (int c = 0; c < 3; ++c) {
+            int8_t* control = pick_control.data() + ((g * 2 + tap) * 3 + c) * 32 + half * 16;
+            for (int64_t j = 0; j < kHalfColumns; ++j) control[4 * j] = (int8_t)(3 * pixel(taps[j], tap) + c - start);
+          }
+        }
+      }
+    }
+    return true;
+  }
+
+  static int32_t pixel(const Tap& tap, int which) { return which == 0 ? tap.i0 : tap.i1; }
 #endif
 };
 
@@ -276,6 +341,13 @@ class RowCache {
     index_[slot] = y;
     float* out = rows_[slot].data();
     const uint8_t* row = frame + (size_t)y * width * 3;
+#if defined(UPTAL_BYTE_PICKS)
+    if (cols.byte_picks_fit) {
+      if (cols.pick_per_tap) sample_through_byte_picks<true>(row, cols, out);
+      else sample_through_byte_picks<false>(row, cols, out);
+      return out;
+    }
+#endif
 #if defined(UPTAL_WINDOWS)
     if (cols.windows_fit) {
       sample_through_windows(row, width, cols, out);
@@ -352,6 +424,41 @@ class RowCache {
       }
     }
   }
+
+#if defined(UPTAL_BYTE_PICKS)
+  // Per group of kGroup columns: the 16 bytes of each half (see ColumnTaps::set_byte_picks) in one register
+  // (two if kPerTap: one per tap), then per channel one byte shuffle per tap picks its pixels' values,
+  // zero-extended to 32 bits, and they are converted to float32 (exact). No deinterleave and no float
+  // permutes. The products and sums are the scalar loop's, lane by lane.
+  template <bool kPerTap>
+  void sample_through_byte_picks(const uint8_t* row, const ColumnTaps& cols, float* out) {
+    const int64_t size = size_, groups = (size + ColumnTaps::kGroup - 1) / ColumnTaps::kGroup;
+    const int32_t* starts = cols.pick_start.data();
+    const int8_t* controls = cols.pick_control.data();
+    const float *weights0 = cols.weight0.data(), *weights1 = cols.weight1.data();
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t x = ColumnTaps::group_x(g, size);
+      const int32_t* start = starts + g * 4;   // [tap][half]
+      const __m256i bytes0 = load_halves(row + start[0], row + start[1]);
+      const __m256i bytes1 = kPerTap ? load_halves(row + start[2], row + start[3]) : bytes0;
+      const Lanes w0 = load_lanes(weights0 + x), w1 = load_lanes(weights1 + x);
+      const int8_t* control = controls + g * 2 * 3 * 32;   // [tap][channel][32]
+      for (int c = 0; c < 3; ++c) {
+        const Lanes a = pick_bytes(bytes0, control + c * 32), b = pick_bytes(bytes1, control + (3 + c) * 32);
+        store_lanes(out + c * size + x, a * w0 + b * w1);
+      }
+    }
+  }
+
+  static __m256i load_halves(const uint8_t* low, const uint8_t* high) {
+    return _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(high), reinterpret_cast<const __m128i*>(low));
+  }
+
+  static Lanes pick_bytes(__m256i bytes, const int8_t* control) {
+    const __m256i values = _mm256_shuffle_epi8(bytes, _mm256_load_si256(reinterpret_cast<const __m256i*>(control)));
+    return _mm256_cvtepi32_ps(values);
+  }
+#endif
 
   // Pixels [first, end) of a channel-interleaved uint8 row of `width` pixels -> float32 planes [3][stride],
   // indexed by pixel, in whole registers of pixels from `first` (the last one may go past `end`, up to
@@ -756,7 +863,7 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
       s.rows[o] = sample_position((int)o, prm[kCropY0], prm[kScaleY], (int)a.height);
       s.cols[o] = sample_position(flip ? (int)(size - 1 - o) : (int)o, prm[kCropX0], prm[kScaleX], (int)a.width);
     }
-    s.column_taps.set(s.cols);
+    s.column_taps.set(s.cols, a.width);
     if (blurred) s.blur.set(prm + kBlur0, radius, size);
     s.video = m;
   }
