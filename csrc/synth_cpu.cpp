@@ -500,9 +500,22 @@ void sample_row(const uint8_t* frame, int64_t width, Tap tap, const ColumnTaps& 
   for (int64_t i = 0; i < 3 * size; ++i) out[i] = top[i] * w0 + bottom[i] * w1;
 }
 
-void blend_row(float* into, const float* action, int64_t count, float beta) {
-  const float omb = 1.0f - beta;
-  for (int64_t i = 0; i < count; ++i) into[i] = beta * action[i] + omb * into[i];
+// Row `tap` of the action frame blended into the background frame's (blend in synth_math.h: beta * action +
+// (1 - beta) * background), both sampled as sample_row does, in one loop: the two sampled rows are never
+// stored and read back.
+void sample_blended_row(const uint8_t* background, const uint8_t* action, int64_t width, Tap tap,
+                        const ColumnTaps& cols, int64_t size, RowCache& background_cache, RowCache& action_cache,
+                        float beta, float* out) {
+  const float* top = background_cache.get(background, width, tap.i0, cols);
+  const float* bottom = background_cache.get(background, width, tap.i1, cols);
+  const float* action_top = action_cache.get(action, width, tap.i0, cols);
+  const float* action_bottom = action_cache.get(action, width, tap.i1, cols);
+  const float w0 = 1.0f - tap.w1, w1 = tap.w1, omb = 1.0f - beta;
+  for (int64_t i = 0; i < 3 * size; ++i) {
+    const float sampled_background = top[i] * w0 + bottom[i] * w1;
+    const float sampled_action = action_top[i] * w0 + action_bottom[i] * w1;
+    out[i] = beta * sampled_action + omb * sampled_background;
+  }
 }
 
 // Applies op (a generic lambda of one RgbOf<V>) to every pixel of a planar row of n pixels: a register of
@@ -817,7 +830,7 @@ void store_row(const float* row, const SynthArgs& a, int64_t m, int64_t t, int64
 // contiguous (and stays in L1 while every per-row step runs on it).
 struct Scratch {
   AlignedVector<float> frame;       // pixel rows waiting for the contrast mean
-  AlignedVector<float> row, action_row;
+  AlignedVector<float> row;
   AlignedVector<float> hue_angles;  // [3][S] see hue_row
   std::vector<Tap> rows, cols;
   ColumnTaps column_taps;
@@ -827,7 +840,7 @@ struct Scratch {
   // thread's consecutive frames (chunks of the OpenMP loop) mostly come from one video.
   int64_t video = -1;
   explicit Scratch(int64_t size)
-      : frame(3 * size * size), row(3 * size), action_row(3 * size), hue_angles(3 * size), rows(size), cols(size) {}
+      : frame(3 * size * size), row(3 * size), hue_angles(3 * size), rows(size), cols(size) {}
 };
 
 // Whether a blur changes any value: one whose only non-zero tap is a centre tap of 1 does not (1 * x = x in
@@ -889,12 +902,11 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
     float* row = two_passes ? s.frame.data() + y * row_floats : s.row.data();
     if (action_only) {
       sample_row(action, a.width, s.rows[y], s.column_taps, size, s.action_cache, row);
-    } else {
+    } else if (action == nullptr) {
       sample_row(background, a.width, s.rows[y], s.column_taps, size, s.background_cache, row);
-      if (action != nullptr) {
-        sample_row(action, a.width, s.rows[y], s.column_taps, size, s.action_cache, s.action_row.data());
-        blend_row(row, s.action_row.data(), row_floats, prm[kBeta]);
-      }
+    } else {
+      sample_blended_row(background, action, a.width, s.rows[y], s.column_taps, size, s.background_cache,
+                         s.action_cache, prm[kBeta], row);
     }
     apply_ops(ops, 0, two_passes ? ops.contrast : ops.count, row, size, 0.0f, s.hue_angles.data());
     if (two_passes) grey_sum += row_grey_sum(row, size);
