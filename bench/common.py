@@ -126,10 +126,16 @@ def device_name(device: str) -> str:
 
 
 def git_sha() -> str:
+    """The commit measured, with "-dirty" where the measured code differs from it: uncommitted changes to
+    tracked files outside bench/results (a benchmark run rewrites those JSONs itself, which marked every run
+    after the first of a session dirty)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent,
+                              check=True).stdout.strip()
     try:
-        # "-dirty": the measured code differs from the commit (uncommitted changes)
-        return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], capture_output=True,
-                              text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
+        sha = git("rev-parse", "--short=7", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)bench/results")
+        return f"{sha}-dirty" if changed else sha
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
