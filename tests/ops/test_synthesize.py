@@ -196,10 +196,12 @@ def _videos_ending_at_a_guard_page(shape):
 @pytest.mark.parametrize("width", [16, 17, 18, 19, 25])
 def test_each_cpu_build_reads_nothing_past_the_last_pixel(monkeypatch, variant, width):
     """Full-frame crops of a one-frame video that ends at a guard page, so the last row the op samples is the
-    last of the buffer: a row sampling that loads a whole register where the row has fewer bytes left (the AVX2
-    build loads 32 bytes for 8 pixels) must take its last pixels through a copy. In the AVX2 build such a load
-    would pass the row's end by 8, 5, 2 and 5 bytes at widths 16, 17, 18 and 25 (at 17, 18 and 25 with more than
-    8 pixels left, which the copy takes 8 at a time); at 19 the last whole load ends 1 byte inside the row."""
+    last of the buffer: a row sampling that loads more bytes than the row has left must not. The AVX2 build
+    samples widths 16 to 18 (at most 4/3 of the output's 16) by byte picks with one 16-byte load per 4 columns,
+    19 with one per tap, and 25 through windows: there each 32-byte load of 8 pixels would pass the row's end
+    by 5 bytes, so the last pixels go through a copy. Mutants checked (2026-11-28): byte picks whose 16 bytes
+    are not moved back to end at the row's end die at widths 16 to 19; windows with the old tail condition
+    (p + 8 > width) at width 25."""
     if variant not in _native.CPU.module.cpu_variants():
         pytest.skip(f"this processor does not run the {variant} build")
     monkeypatch.setenv("UPTAL_CPU_VARIANT", variant)
