@@ -27,6 +27,7 @@
 #endif
 #if defined(__AVX2__) && !defined(__AVX512F__)
 #define UPTAL_BYTE_PICKS 1   // row sampling by byte shuffles of the uint8 row (see RowCache::sample_through_byte_picks)
+#define UPTAL_STREAM_STORES 1   // float32 output rows written with non-temporal stores (see store_row)
 #endif
 #if defined(__AVX__) || defined(__AVX512F__)
 #include <immintrin.h>
@@ -795,7 +796,21 @@ class Blur {
   std::vector<const float*> rows_;
 };
 
+// Whether a float32 output row of n values at p covers whole cache lines (64 bytes): store_row writes those
+// with non-temporal stores.
+inline bool whole_lines(const float* p, int64_t n) {
+  return reinterpret_cast<uintptr_t>(p) % 64 == 0 && n * sizeof(float) % 64 == 0;
+}
+
 // Clamp + convert one planar row [3][S] and write it as row y of output frame t of video m.
+// The AVX2 build writes float32 rows that cover whole cache lines (S a multiple of 16, as 112, in an output
+// aligned to 64 bytes, as torch allocates) with non-temporal stores: the op never reads its output back and it
+// does not fit a cache (308 MB for the default batch); a plain store first reads the line it writes into the
+// cache (read for ownership), which a streaming store of a whole line skips. Default batch, AMD EPYC (Zen 3),
+// bench/ab_synthesis.py new / old medians in four runs of 15 to 31 rounds: 0.90x to 0.98x the time with 1
+// thread, 0.94x to 0.99x with 2. Measured and not used: streamed bfloat16 rows (224 bytes: two rows share a
+// line) took 1.14x and 1.09x; on an Intel Xeon the AVX-512 build was slower with streamed float32 rows (1.088x,
+// see the README), so it keeps plain stores. finish_frame orders the streamed stores (sfence).
 template <int64_t kSize>
 void store_row(const float* row, const SynthArgs& a, int64_t m, int64_t t, int64_t y) {
   const int64_t size = row_size<kSize>(a.size);
@@ -811,8 +826,15 @@ void store_row(const float* row, const SynthArgs& a, int64_t m, int64_t t, int64
       const float scale = a.norm[c], shift = a.norm[3 + c];
       if (a.out_dtype == kOutFloat32) {
         float* dst = static_cast<float*>(a.out) + offset;
-        int64_t i = 0;   // registers: clamp255 is then maxps + minps (GCC vectorised the scalar loop with blends)
-        for (; i + kLanes <= size; i += kLanes) store_lanes(dst + i, clamp255(load_lanes(src + i)) * scale + shift);
+        // registers: clamp255 is then maxps + minps (GCC vectorised the scalar loop with blends)
+        auto value = [&](int64_t i) { return clamp255(load_lanes(src + i)) * scale + shift; };
+        int64_t i = 0;
+#if defined(UPTAL_STREAM_STORES)
+        if (whole_lines(dst, size)) {
+          for (; i + kLanes <= size; i += kLanes) _mm256_stream_ps(dst + i, value(i));
+        }
+#endif
+        for (; i + kLanes <= size; i += kLanes) store_lanes(dst + i, value(i));
         for (; i < size; ++i) dst[i] = clamp255(src[i]) * scale + shift;
       } else {
         uint16_t* dst = static_cast<uint16_t*>(a.out) + offset;
@@ -824,6 +846,14 @@ void store_row(const float* row, const SynthArgs& a, int64_t m, int64_t t, int64
       }
     }
   }
+}
+
+// After a frame's last row: store_row's non-temporal stores are weakly ordered; the fence makes them visible
+// before anything the thread stores next, and before the barrier that ends the op.
+inline void finish_frame() {
+#if defined(UPTAL_STREAM_STORES)
+  _mm_sfence();
+#endif
 }
 
 // Per-thread buffers. Frames are [S][3][S]: row y, channel c starts at (y * 3 + c) * S, so a pixel row is
@@ -920,6 +950,7 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
       finish_row(row, y);
     }
   }
+  finish_frame();
 }
 
 // S = 112, the paper's size and the default, runs a copy of the per-frame code compiled for it: the default

@@ -216,6 +216,28 @@ def test_each_cpu_build_reads_nothing_past_the_last_pixel(monkeypatch, variant, 
         assert torch.equal(synthesize(videos, [1], plan, out_dtype=out_dtype), expected)
 
 
+@pytest.mark.skipif(not _native.CPU.loaded, reason="uptal._C is not loaded")
+@pytest.mark.parametrize("variant", ["baseline", "avx2", "avx512"])
+@pytest.mark.parametrize("offset_floats", [0, 4, 8])
+def test_each_cpu_build_writes_float32_rows_at_any_alignment(monkeypatch, variant, offset_floats):
+    """S = 32: every float32 row is 128 bytes, so in an output that starts at a cache line (offset 0) every row
+    covers whole lines and the AVX2 build writes it with non-temporal stores; at an offset of 4 floats (16
+    bytes) or 8 (32 bytes, a register's alignment) no row does, and it writes with plain stores. Every build,
+    every offset: the reference's values, and nothing written outside the output."""
+    if variant not in _native.CPU.module.cpu_variants():
+        pytest.skip(f"this processor does not run the {variant} build")
+    monkeypatch.setenv("UPTAL_CPU_VARIANT", variant)
+    config = dataclasses.replace(CONFIGS["all augmentations"], size=32, clips=2, frames=3)
+    videos, lengths, plan = make_batch(num_videos=4, frames=20, height=50, width=61, config=config, seed=5)
+    shape = (plan.num_outputs, 3, plan.clips * plan.frames, plan.size, plan.size)
+    storage = torch.full((math.prod(shape) + 32,), -7.0)
+    assert storage.data_ptr() % 64 == 0   # torch's CPU allocator aligns to 64 bytes
+    out = storage[offset_floats:offset_floats + math.prod(shape)].view(shape)
+    synthesize(videos, lengths, plan, out=out)
+    assert torch.equal(out, synthesize_ref(videos, *plan.packed(), plan.size, torch.float32))
+    assert bool((storage[:offset_floats] == -7.0).all()) and bool((storage[offset_floats + out.numel():] == -7.0).all())
+
+
 def test_out_buffer_is_filled_and_returned():
     videos, lengths, plan = make_batch()
     pin = torch.cuda.is_available()
