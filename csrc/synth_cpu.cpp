@@ -520,18 +520,20 @@ void sample_blended_row(const uint8_t* background, const uint8_t* action, int64_
 }
 
 // Applies op (a generic lambda of one RgbOf<V>) to every pixel of a planar row of n pixels: a register of
-// pixels at a time, then the remaining pixels one by one.
+// pixels at a time, then the remaining pixels one by one. (Row loops here start their one-by-one tail at
+// `whole`, not where the register loop stopped: GCC then sees that the tail is empty in the copy compiled for
+// S = 112, where it otherwise warned that the tail might run 2^62 times.)
 template <class Op>
 void for_each_pixel(float* row, int64_t n, Op op) {
   float *r = row, *g = row + n, *b = row + 2 * n;
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
+  const int64_t whole = n / kLanes * kLanes;   // pixels in whole registers
+  for (int64_t i = 0; i < whole; i += kLanes) {
     const RgbOf<Lanes> v = op(RgbOf<Lanes>{load_lanes(r + i), load_lanes(g + i), load_lanes(b + i)});
     store_lanes(r + i, v.r);
     store_lanes(g + i, v.g);
     store_lanes(b + i, v.b);
   }
-  for (; i < n; ++i) {
+  for (int64_t i = whole; i < n; ++i) {
     const Rgb v = op(Rgb{r[i], g[i], b[i]});
     r[i] = v.r;
     g[i] = v.g;
@@ -814,14 +816,14 @@ inline bool whole_lines(const float* p, int64_t n) {
 template <int64_t kSize>
 void store_row(const float* row, const SynthArgs& a, int64_t m, int64_t t, int64_t y) {
   const int64_t size = row_size<kSize>(a.size);
+  const int64_t whole = size / kLanes * kLanes;   // pixels in whole registers; the rest one by one (see for_each_pixel)
   for (int c = 0; c < 3; ++c) {
     const float* src = row + c * size;
     const int64_t offset = ((m * 3 + c) * a.frames_per_video + t) * size * size + y * size;
     if (a.out_dtype == kOutUInt8) {
       uint8_t* dst = static_cast<uint8_t*>(a.out) + offset;
-      int64_t i = 0;
-      for (; i + kLanes <= size; i += kLanes) store_uint8_lanes(dst + i, clamp255(load_lanes(src + i)));
-      for (; i < size; ++i) dst[i] = to_uint8(clamp255(src[i]));
+      for (int64_t i = 0; i < whole; i += kLanes) store_uint8_lanes(dst + i, clamp255(load_lanes(src + i)));
+      for (int64_t i = whole; i < size; ++i) dst[i] = to_uint8(clamp255(src[i]));
     } else {
       const float scale = a.norm[c], shift = a.norm[3 + c];
       if (a.out_dtype == kOutFloat32) {
@@ -831,18 +833,17 @@ void store_row(const float* row, const SynthArgs& a, int64_t m, int64_t t, int64
         int64_t i = 0;
 #if defined(UPTAL_STREAM_STORES)
         if (whole_lines(dst, size)) {
-          for (; i + kLanes <= size; i += kLanes) _mm256_stream_ps(dst + i, value(i));
+          for (; i < whole; i += kLanes) _mm256_stream_ps(dst + i, value(i));
         }
 #endif
-        for (; i + kLanes <= size; i += kLanes) store_lanes(dst + i, value(i));
-        for (; i < size; ++i) dst[i] = clamp255(src[i]) * scale + shift;
+        for (; i < whole; i += kLanes) store_lanes(dst + i, value(i));
+        for (i = whole; i < size; ++i) dst[i] = clamp255(src[i]) * scale + shift;
       } else {
         uint16_t* dst = static_cast<uint16_t*>(a.out) + offset;
-        int64_t i = 0;
-        for (; i + kLanes <= size; i += kLanes) {
+        for (int64_t i = 0; i < whole; i += kLanes) {
           store_bfloat16_lanes(dst + i, clamp255(load_lanes(src + i)) * scale + shift);
         }
-        for (; i < size; ++i) dst[i] = to_bfloat16_bits(clamp255(src[i]) * scale + shift);
+        for (int64_t i = whole; i < size; ++i) dst[i] = to_bfloat16_bits(clamp255(src[i]) * scale + shift);
       }
     }
   }
