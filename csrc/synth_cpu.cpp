@@ -325,31 +325,29 @@ inline Lanes pick(Lanes low, Lanes high, WindowIndex at) {
 // Horizontally interpolated source rows, cached by source row index (output rows mostly reuse them).
 class RowCache {
  public:
-  // Before each frame; first_row: the first source row the frame reads (where prefetch_rows starts).
-  void reset(int64_t size, int first_row) {
+  void reset(int64_t size) {
     size_ = size;
     for (int s = 0; s < 2; ++s) {
       rows_[s].resize(3 * size);
       index_[s] = -1;
     }
     next_ = 0;
-    next_prefetch_ = first_row;
+    next_prefetch_ = 0;
   }
 
-  // Software prefetch of the bytes the column taps read (cols.first .. cols.end) of every source row not yet
-  // prefetched, up to row `last`. The hardware prefetchers do not cross a 4 KiB page, and a frame's rows cross
-  // one every 8 rows at 171 pixels: before this, perf put 45% of the row sampling's samples at the first load
-  // of each group's source bytes. Default batch, AMD EPYC (Zen 3), bench/ab_synthesis.py new / old medians
-  // with the rows prefetched 4 output rows ahead (synthesize_frame), AVX2 build: 0.926, 0.848 and 0.871 with
-  // 1 thread, 0.924, 0.868 and 0.847 with 2 (15, 21 and 21 rounds; the first two of a draft that prefetched
-  // the same lines); 2 and 8 rows ahead were within the noise of 4. SSE2 build, whose sampling converts a
-  // row's span in one sequential loop: 1.017 and 1.034 (11 rounds), within the noise.
-  void prefetch_rows(const uint8_t* frame, int64_t width, int last, const ColumnTaps& cols) {
-    for (; next_prefetch_ <= last; ++next_prefetch_) {
-      const uint8_t* row = frame + (size_t)next_prefetch_ * width * 3;
-      for (int32_t byte = cols.first; byte < cols.end; byte += 64) __builtin_prefetch(row + byte);
-      __builtin_prefetch(row + cols.end - 1);   // the last line, where the span does not end on a step
-    }
+  // Software prefetch of the bytes the column taps read (cols.first .. cols.end) of the two source rows an
+  // output row reads (`tap`), those not prefetched yet (rows come in order; synthesize_frame calls this 4
+  // output rows ahead). The hardware prefetchers do not cross a 4 KiB page, and a 171-pixel frame's rows cross
+  // one every 8 rows: before this, perf put 45% of the row sampling's samples at the first load of each
+  // group's source bytes. AMD EPYC (Zen 3), AVX2 build, bench/ab_synthesis.py new / old medians against no
+  // prefetch, 1 thread then 2: default batch 0.916 and 0.910 (21 rounds), and 0.926 / 0.924, 0.848 / 0.868,
+  // 0.871 / 0.847 for an earlier version that prefetched every row up to the last one needed (nearly the same
+  // rows at this batch's scale); 2 and 8 output rows ahead were within the noise of 4. Sources of 720 x 1280
+  // (8 videos x 96 frames, 11 rounds): 0.912 and 0.943, where the earlier version, prefetching the ~6 rows per
+  // output row that sampling skips, took 1.151 and 1.105. SSE2 build, default batch: 0.912 and 1.003.
+  void prefetch_rows(const uint8_t* frame, int64_t width, Tap tap, const ColumnTaps& cols) {
+    prefetch_row(frame, width, tap.i0, cols);
+    prefetch_row(frame, width, tap.i1, cols);
   }
   // Returns [3][S] planar: row `y` of `frame` sampled at the column taps.
   const float* get(const uint8_t* frame, int64_t width, int y, const ColumnTaps& cols) {
@@ -507,7 +505,15 @@ class RowCache {
 #endif
   int index_[2] = {-1, -1};
   int next_ = 0;
-  int next_prefetch_ = 0;   // the first source row prefetch_rows has not prefetched
+  int next_prefetch_ = 0;   // rows below it are prefetched or not needed
+
+  void prefetch_row(const uint8_t* frame, int64_t width, int y, const ColumnTaps& cols) {
+    if (y < next_prefetch_) return;
+    next_prefetch_ = y + 1;
+    const uint8_t* row = frame + (size_t)y * width * 3;
+    for (int32_t byte = cols.first; byte < cols.end; byte += 64) __builtin_prefetch(row + byte);
+    __builtin_prefetch(row + cols.end - 1);   // the last line, where the span does not end on a step
+  }
 };
 
 // Row `tap` of a source frame sampled at the column taps: the vertical blend of two cached rows, written as
@@ -935,8 +941,8 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
     s.video = m;
   }
   if (blurred) s.blur.start_frame(prm[kGrayscale] > 0.0f);
-  s.background_cache.reset(size, s.rows[0].i0);
-  s.action_cache.reset(size, s.rows[0].i0);
+  s.background_cache.reset(size);
+  s.action_cache.reset(size);
   const uint8_t* background = a.videos + src[0] * video_bytes + (int64_t)frm[t] * frame_bytes;
   const int32_t action_frame = frm[jf + t];
   const uint8_t* action =
@@ -952,11 +958,14 @@ void synthesize_frame(const SynthArgs& a, int64_t job, Scratch& s) {
     else store(row, y);
   };
   int64_t grey_sum = 0;
+  int64_t prefetched = 0;   // output rows whose source rows are prefetched
   for (int64_t y = 0; y < size; ++y) {
     float* row = two_passes ? s.frame.data() + y * row_floats : s.row.data();
-    const int prefetch_last = s.rows[std::min(y + kPrefetchRows, size - 1)].i1;
-    if (!action_only) s.background_cache.prefetch_rows(background, a.width, prefetch_last, s.column_taps);
-    if (action != nullptr) s.action_cache.prefetch_rows(action, a.width, prefetch_last, s.column_taps);
+    for (; prefetched < std::min(y + kPrefetchRows + 1, size); ++prefetched) {
+      const Tap tap = s.rows[prefetched];
+      if (!action_only) s.background_cache.prefetch_rows(background, a.width, tap, s.column_taps);
+      if (action != nullptr) s.action_cache.prefetch_rows(action, a.width, tap, s.column_taps);
+    }
     if (action_only) {
       sample_row(action, a.width, s.rows[y], s.column_taps, size, s.action_cache, row);
     } else if (action == nullptr) {
