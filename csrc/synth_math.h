@@ -59,6 +59,16 @@ UPTAL_HD V clamp255(V v) {
   return min_of(max_of(v, splat<V>(0.0f)), splat<V>(255.0f));
 }
 
+// clamp255 of a value known to be >= +0, without the clamp at 0 (which returns it unchanged: max_of(v, +0) is
+// v for v > 0 and +0 for v = +0). Every value the op computes is >= +0: sampling and blending add products of
+// uint8 values and weights in [0, 1]; brightness multiplies by a factor and the blur by taps that are checked
+// >= 0 and finite (synthesize.py); hue rebuilds channels >= 0 (see hue_rebuild); grey adds positive multiples;
+// contrast and saturation, which can go below 0, clamp.
+template <class V>
+UPTAL_HD V at_most255(V v) {
+  return min_of(v, splat<V>(255.0f));
+}
+
 template <class V>
 UPTAL_HD V grey(V r, V g, V b) {
   return (r * kGreyR + g * kGreyG) + b * kGreyB;
@@ -103,7 +113,7 @@ UPTAL_HD Rgb blend(Rgb action, Rgb background, float beta) {
 
 template <class V>
 UPTAL_HD RgbOf<V> brightness(RgbOf<V> v, float factor) {
-  return RgbOf<V>{clamp255(v.r * factor), clamp255(v.g * factor), clamp255(v.b * factor)};
+  return RgbOf<V>{at_most255(v.r * factor), at_most255(v.g * factor), at_most255(v.b * factor)};
 }
 
 // Contribution of one pixel to the exact contrast mean: floor(grey * 256) <= 65280 (grey >= 0); the frame's
@@ -130,20 +140,36 @@ UPTAL_HD RgbOf<V> saturation(RgbOf<V> v, float factor) {
 
 // Hue rotation by `shift` turns in HSV space (torchvision's adjust_hue up to rounding), in sixths of a turn:
 // hue h6 = offset + (difference of the other two channels) / chroma, rotated and wrapped into [0, 6), and
-// each channel rebuilt as max - chroma * clamp(min(k, 4 - k), 0, 1) with k = (n + h6) mod 6, n = 5, 3, 1.
-// Branch-free (selects only), so that it vectorises on the CPU and does not diverge on the GPU; a grey pixel
-// (chroma 0) computes a NaN in the unused lane and is returned unchanged.
+// each channel rebuilt as max - chroma * clamp(min(k, 4 - k), 0, 1) with k = (n + h6) mod 6, n = 5, 3, 1
+// (synthesize_ref._hue, the specification). Branch-free (selects only), so that it vectorises on the CPU and
+// does not diverge on the GPU; a grey pixel (chroma 0) computes a NaN in the unused lane and is returned
+// unchanged.
 // The rebuilt channel needs no clamp at 0: with 0 <= min <= max, chroma = fl(max - min) <= max and
 // fl(chroma * m) <= chroma for m in [0, 1], so max - chroma * m >= 0 exactly. It can exceed 255: bilinear
-// sampling can give 255 + 2^-16 (1 - w rounds up for some weights w), so the clamp at 255 stays.
+// sampling can give 255 + 2^-16 (1 - w rounds up for some weights w), so the clamp at 255 stays, unless the
+// caller knows every channel is at most 255 (see hue_rebuild).
 template <class V>
-UPTAL_HD V hue_channel(float n, V h6, V maxc, V chroma) {
-  V k = n + h6;
-  k = select(k >= 6.0f, k - 6.0f, k);
-  V m = min_of(k, 4.0f - k);
-  m = min_of(m, splat<V>(1.0f));
-  m = max_of(m, splat<V>(0.0f));
-  return min_of(maxc - chroma * m, splat<V>(255.0f));
+UPTAL_HD V clamp01(V m) {
+  return max_of(min_of(m, splat<V>(1.0f)), splat<V>(0.0f));
+}
+
+// Channel n's weight clamp(min(k, 4 - k), 0, 1) at k = (n + h6) mod 6 for h6 in [0, 6), without the mod: on
+// k = n + h6 in [n, n + 6) the periodic triangle is one expression per channel, each piece of it computed
+// exactly where it is not clamped away (Sterbenz: k - 6 for k in [3, 12], 4 - k for k in [2, 8], 10 - k for
+// k in [5, 20]), so it gives the reference's weight bit for bit (checked for every float h6 in [0, 6), the
+// three channels: 3.3e9 comparisons) in 6 operations where the mod and the triangle took 8.
+//   red, n = 5, k in [5, 11): 0, rising k - 6 on [6, 7], 1, falling 10 - k on [9, 10], 0
+//   green and blue, n = 3 and 1, k in [n, n + 6): 1 (blue), falling 4 - k on [3, 4], 0, rising k - 6 on [6, 7], 1
+// A NaN h6 (a grey pixel) gives weight 1: min_of and max_of return their second operand, the constant.
+template <class V>
+UPTAL_HD V hue_weight_red(V h6) {
+  const V k = 5.0f + h6;
+  return clamp01(min_of(k - 6.0f, 10.0f - k));
+}
+template <class V>
+UPTAL_HD V hue_weight_green_blue(float n, V h6) {
+  const V k = n + h6;
+  return clamp01(max_of(4.0f - k, k - 6.0f));
 }
 
 // The hue rotation in two halves: hue_angle computes a pixel's rotated hue h6 in [0, 6) with its max and
@@ -170,13 +196,19 @@ UPTAL_HD HueAngle<V> hue_angle(RgbOf<V> v, float shift) {
   return HueAngle<V>{h6, maxc, chroma};
 }
 
-template <class V>
+// kAtMost255: the caller knows every channel of v is in [0, 255] (a clamping op ran before the hue). Then the
+// clamp at 255 changes nothing (a rebuilt channel is at most max), and neither does the grey pixels' select:
+// their NaN h6 gives weight 1, so they rebuild as max - 0 * 1 = max, which is each of their channels.
+template <bool kAtMost255 = false, class V>
 UPTAL_HD RgbOf<V> hue_rebuild(RgbOf<V> v, HueAngle<V> a) {
-  const V r = hue_channel(5.0f, a.h6, a.maxc, a.chroma);
-  const V g = hue_channel(3.0f, a.h6, a.maxc, a.chroma);
-  const V b = hue_channel(1.0f, a.h6, a.maxc, a.chroma);
+  const V r = a.maxc - a.chroma * hue_weight_red(a.h6);
+  const V g = a.maxc - a.chroma * hue_weight_green_blue(3.0f, a.h6);
+  const V b = a.maxc - a.chroma * hue_weight_green_blue(1.0f, a.h6);
+  if (kAtMost255) return RgbOf<V>{r, g, b};
   const auto grey_pixel = a.chroma == 0.0f;
-  return RgbOf<V>{select(grey_pixel, v.r, r), select(grey_pixel, v.g, g), select(grey_pixel, v.b, b)};
+  const V top = splat<V>(255.0f);
+  return RgbOf<V>{select(grey_pixel, v.r, min_of(r, top)), select(grey_pixel, v.g, min_of(g, top)),
+                  select(grey_pixel, v.b, min_of(b, top))};
 }
 
 template <class V>

@@ -173,6 +173,64 @@ def test_each_cpu_build_samples_narrow_and_wide_crops_like_the_reference(monkeyp
         assert torch.equal(synthesize(videos, lengths, plan, out_dtype=out_dtype), expected)
 
 
+@pytest.mark.skipif(not _native.CPU.loaded, reason="uptal._C is not loaded")
+@pytest.mark.parametrize("variant", ["baseline", "avx2", "avx512"])
+@pytest.mark.parametrize("hue_first", [True, False])
+def test_each_cpu_build_rotates_hue_at_the_sector_edges_like_the_reference(monkeypatch, variant, hue_first):
+    """The kernels' hue rebuilds each channel's weight without the reference's mod 6 (synth_math.h,
+    hue_weight_red), and after another jitter op, which leaves every channel in [0, 255], without the clamp at
+    255 and the grey pixels' select (hue_rebuild). Pixels whose hue h6 lands on and next to the integers (where
+    the weights change piece), grey pixels among them, rotated by shifts of whole sixths and a little off them,
+    with the hue first and after brightness (factor 1)."""
+    if variant not in _native.CPU.module.cpu_variants():
+        pytest.skip(f"this processor does not run the {variant} build")
+    monkeypatch.setenv("UPTAL_CPU_VARIANT", variant)
+    levels = torch.tensor([0, 1, 2, 100, 101, 199, 200, 254, 255])
+    pixels = torch.cartesian_prod(levels, levels, levels).to(torch.uint8)          # [729, 3]
+    sixths = torch.arange(-3, 4) / 6                                              # whole sixths in [-1/2, 1/2]
+    shifts = torch.cat([sixths, sixths[1:-1] + 1e-7, sixths[1:-1] - 1e-7, torch.tensor([0.1, -0.23])])
+    size = 28                                                                     # 784 pixels per frame
+    videos, lengths, plan = identity_plan(num_videos=2, frames=20, size=size, paste="none", blur_kernel=1)
+    frame = torch.cat([pixels, pixels[: size * size - len(pixels)]])
+    videos[:] = frame.view(size, size, 3)
+    m = plan.num_outputs
+    order = [3, 0, 1, 2] if hue_first else [0, 3, 1, 2]                            # 3: hue, 0: brightness
+    for first in range(0, len(shifts), m):
+        shift = shifts[first:first + m].repeat(m)[:m]
+        jittered = dataclasses.replace(plan, jitter_on=torch.ones(m, dtype=torch.bool),
+                                       jitter=torch.stack([torch.ones(m), torch.ones(m), torch.ones(m), shift], 1),
+                                       jitter_order=torch.tensor([order] * m))
+        for out_dtype in (torch.uint8, torch.float32):
+            expected = synthesize_ref(videos, *jittered.packed(), jittered.size, out_dtype)
+            assert torch.equal(synthesize(videos, lengths, jittered, out_dtype=out_dtype), expected), shift
+
+
+@pytest.mark.skipif(not _native.CPU.loaded, reason="uptal._C is not loaded")
+@pytest.mark.parametrize("variant", ["baseline", "avx2", "avx512"])
+def test_each_cpu_build_clamps_a_first_hue_above_255_like_the_reference(monkeypatch, variant):
+    """A hue that runs first gets the sampled values, which can exceed 255: its rebuilt channels clamp at 255,
+    which the kernels skip only after another jitter op. Red frames pasted onto red frames with a beta for
+    which beta * 255 + (1 - beta) * 255 rounds to 255 + 2^-16; shift 0 leaves red the max, rebuilt as it was;
+    then a brightness that takes 255 to 126.5 exactly (126 in uint8, ties to even) takes an unclamped red above
+    it (127)."""
+    if variant not in _native.CPU.module.cpu_variants():
+        pytest.skip(f"this processor does not run the {variant} build")
+    monkeypatch.setenv("UPTAL_CPU_VARIANT", variant)
+    beta, brightness = torch.tensor(0.44037715), torch.tensor(126.5 / 255)
+    above = beta * 255 + (1 - beta) * 255
+    assert float(above) > 255 and float(brightness * 255) == 126.5 and float(above * brightness) > 126.5
+    videos, lengths, plan = identity_plan(num_videos=3, frames=20, size=8, blur_kernel=1)
+    videos[:] = torch.tensor([255, 0, 0], dtype=torch.uint8)
+    m = plan.num_outputs
+    assert bool((plan.action_frames >= 0).any())
+    plan = dataclasses.replace(plan, beta=beta.repeat(m), jitter_on=torch.ones(m, dtype=torch.bool),
+                               jitter=torch.tensor([[float(brightness), 1.0, 1.0, 0.0]] * m),
+                               jitter_order=torch.tensor([[3, 0, 1, 2]] * m))
+    for out_dtype in (torch.uint8, torch.float32):
+        expected = synthesize_ref(videos, *plan.packed(), plan.size, out_dtype)
+        assert torch.equal(synthesize(videos, lengths, plan, out_dtype=out_dtype), expected)
+
+
 PROT_NONE = 0   # mprotect: no access (Python's mmap module names PROT_READ and PROT_WRITE, not this)
 
 
