@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import itertools
 import math
 import mmap
 import sys
@@ -229,6 +230,37 @@ def test_each_cpu_build_clamps_a_first_hue_above_255_like_the_reference(monkeypa
     for out_dtype in (torch.uint8, torch.float32):
         expected = synthesize_ref(videos, *plan.packed(), plan.size, out_dtype)
         assert torch.equal(synthesize(videos, lengths, plan, out_dtype=out_dtype), expected)
+
+
+@pytest.mark.skipif(not _native.CPU.loaded, reason="uptal._C is not loaded")
+@pytest.mark.parametrize("variant", ["baseline", "avx2", "avx512"])
+def test_each_cpu_build_takes_zero_factors_and_negative_clamps_like_the_reference(monkeypatch, variant):
+    """The AVX2 build's max_of / min_of compare float bits as signed integers (synth_cpu.cpp), which is exact
+    only where no -0 meets a +0 and where both operands being negative does not matter. Factors of +0 and -0
+    (a -0 brightness makes every channel -0; the plan checks accept -0 as >= 0), contrast and saturation
+    factors that drive values below 0 before their clamp, hue shifts of +-0 and of a third of a turn, over
+    pixels with every mix of 0, 1, 254 and 255, in all 24 jitter orders, then grayscale on half the videos."""
+    if variant not in _native.CPU.module.cpu_variants():
+        pytest.skip(f"this processor does not run the {variant} build")
+    monkeypatch.setenv("UPTAL_CPU_VARIANT", variant)
+    levels = torch.tensor([0, 1, 254, 255])
+    size = 8
+    pixels = torch.cartesian_prod(levels, levels, levels).to(torch.uint8)          # [64, 3]
+    videos, lengths, plan = identity_plan(num_videos=2, frames=20, size=size, paste="none", blur_kernel=1)
+    videos[:] = pixels.view(size, size, 3)
+    m = plan.num_outputs
+    orders = torch.tensor(list(itertools.permutations(range(4))))                  # [24, 4]
+    factor_sets = [(-0.0, -0.0, -0.0, -0.0), (0.0, 0.0, 0.0, 0.0), (-0.0, 3.0, 3.0, 1 / 3),
+                   (1.0, 3.0, -0.0, -1 / 3), (2.0, -0.0, 3.0, 0.0)]
+    for factors in factor_sets:
+        for first in range(0, len(orders), m):
+            order = orders[first:first + m].repeat(m, 1)[:m]
+            jittered = dataclasses.replace(plan, jitter_on=torch.ones(m, dtype=torch.bool),
+                                           jitter=torch.tensor([factors] * m), jitter_order=order,
+                                           grayscale=torch.arange(m) % 2 == 1)
+            for out_dtype in (torch.uint8, torch.float32):
+                expected = synthesize_ref(videos, *jittered.packed(), jittered.size, out_dtype)
+                assert torch.equal(synthesize(videos, lengths, jittered, out_dtype=out_dtype), expected), factors
 
 
 PROT_NONE = 0   # mprotect: no access (Python's mmap module names PROT_READ and PROT_WRITE, not this)
