@@ -58,13 +58,13 @@ inline Lanes splat<Lanes>(float x) {
 // The AVX2 build takes max_of / min_of as the signed-integer max / min of the float bits (vpmaxsd / vpminsd).
 // Why: on AMD's Zen 3 (the CI machine), maxps / minps issue on the two vector pipes that also run every float
 // addition, subtraction, comparison and conversion, the busier pair in this op, while integer max / min issue
-// on all four (a microbenchmark of independent instructions, min of six runs: eight vmaxps take as long as
-// eight vaddps, four of each twice as long; eight vpmaxsd half as long). The hue rotation, its heaviest
-// op, ran 0.90x as long on an L1-resident row. Intel's AVX2 cores run both kinds on the same ports.
+// on all four (a microbenchmark of independent instructions, min of six runs: four vmaxps and four vaddps take
+// as long as eight vaddps, twice as long as eight vpmaxsd). The hue rotation, its heaviest op, ran 0.90x as
+// long on an L1-resident row. Intel's AVX2 cores run both kinds on the same ports.
 // Why it is exact: for floats that are not NaN and not both negative, the signed order of their bits is
 // their float order, except for -0 against +0, which the op never compares (a pixel's zero channels are all +0
-// or, after a brightness factor of -0, all -0). Both negative occurs only inside the hue weights, whose clamp
-// at 0 (clamp01) takes either value to 0. A NaN occurs only in the hue of a grey pixel (0 / 0), whose weight
+// or, after a brightness factor of -0, all -0). Two different negatives meet only inside the hue weights, whose
+// clamp at 0 (clamp01) takes either to 0. A NaN occurs only in the hue of a grey pixel (0 / 0), whose weight
 // then comes out 0 or 1 instead of 1: it multiplies the pixel's chroma, +0, so the channel is its max as
 // before.
 template <>
