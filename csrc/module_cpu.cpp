@@ -23,10 +23,9 @@ T* as_ptr(uintptr_t address) {
 void synthesize(uintptr_t videos, int64_t num_videos, int64_t max_frames, int64_t height, int64_t width,
                 uintptr_t sources, uintptr_t frames, uintptr_t params, int64_t num_outputs, int64_t frames_per_video,
                 int64_t num_params, uintptr_t norm, int64_t size, uintptr_t out, int out_dtype, int num_threads) {
-  uptal::SynthArgs a{as_ptr<const uint8_t>(videos), num_videos, max_frames, height, width,
-                     as_ptr<const int32_t>(sources), as_ptr<const int32_t>(frames), as_ptr<const float>(params),
-                     num_outputs, frames_per_video, num_params, as_ptr<const float>(norm), size,
-                     as_ptr<void>(out), out_dtype};
+  const uptal::SynthArgs a = uptal::synth_args_from_addresses(videos, num_videos, max_frames, height, width, sources,
+                                                              frames, params, num_outputs, frames_per_video,
+                                                              num_params, norm, size, out, out_dtype);
   py::gil_scoped_release release;  // DataLoader threads and the training loop keep running
   uptal::synthesize_cpu(a, num_threads);
 }

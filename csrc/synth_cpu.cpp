@@ -965,15 +965,6 @@ struct Scratch {
       : frame(3 * size * size), row(3 * size), hue_angles(3 * size), rows(size), cols(size) {}
 };
 
-// Whether a blur changes any value: one whose only non-zero tap is a centre tap of 1 does not (1 * x = x in
-// both passes); the planner gives that to a small sigma (gaussian_taps), and the frame is then not blurred.
-bool blur_changes_values(const float* taps, int radius) {
-  for (int k = 0; k < 2 * radius + 1; ++k) {
-    if (taps[k] != (k == radius ? 1.0f : 0.0f)) return true;
-  }
-  return false;
-}
-
 // How many output rows ahead of the row being sampled synthesize_frame prefetches source rows (see
 // RowCache::prefetch_rows).
 constexpr int64_t kPrefetchRows = 4;

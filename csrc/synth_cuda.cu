@@ -4,18 +4,19 @@
 // on an H100 or A100) take one kernel, synth_frame_kernel: one block of 1024 threads per output frame. Pass 1
 // samples, blends and runs the jitter ops before contrast into shared memory, adding up the frame's exact grey
 // sum (a block reduction); pass 2 runs the ops from contrast on and, with blur, the horizontal pass (one warp
-// per row); pass 3 the vertical pass and the typed store. Every pixel's pipeline runs once.
+// per row); pass 3 the vertical pass and the typed store. Every pixel's pipeline runs once. As on the CPU, the
+// blur runs over the frame's non-zero taps only, and not at all where it changes no value (synth_math.h).
 //
 // Other frames (larger, or a GPU with less shared memory) take two kernels, both on the caller's stream:
 //   1. contrast_sums_kernel: for outputs with colour jitter, every pixel runs the pipeline up to the contrast
 //      op (sample, blend, the jitter ops ordered before contrast) and adds floor(grey * 256) into the frame's
 //      int64 sum in `workspace` (integer adds, so the order of the atomics does not matter).
 //   2. synth_kernel: one block per 32 x 32 tile of one output frame. Without blur each thread runs the full
-//      per-pixel pipeline and stores. With blur the block computes the tile plus a halo of R pixels (positions
-//      reflected as the CPU blur reflects them) into shared memory [3][32 + 2R][32 + 2R], runs the horizontal
-//      pass into a [3][32 + 2R][32] buffer, then the vertical pass, clamp and the typed store. Every pass
-//      spreads its pixels over all 256 threads of the block (PixelWalk: pixel i -> row i / width, column
-//      i % width).
+//      per-pixel pipeline and stores. With blur the block computes the tile plus a halo of r pixels (r: the
+//      radius of the frame's non-zero taps, see nonzero_radius in synth_math.h; positions reflected as the CPU
+//      blur reflects them) into shared memory [3][32 + 2r][32 + 2r], runs the horizontal pass into a
+//      [3][32 + 2r][32] buffer, then the vertical pass, clamp and the typed store. Every pass spreads its pixels
+//      over all 256 threads of the block (PixelWalk: pixel i -> row i / width, column i % width).
 // All per-pixel arithmetic is csrc/synth_math.h (built with --fmad=false, no fast-math), in the CPU's order.
 #include "synth_cuda.h"
 
@@ -26,6 +27,13 @@
 #include "synth_math.h"
 #include "synth_params.h"
 
+// kernel<<<grid, block, shared_bytes, stream>>> and the dynamic shared memory, spelled so that cuda_emulation.h
+// can run the same code on a CPU (uptal._C_cuda_emulated, for the tests).
+#if !defined(UPTAL_CUDA_EMULATION)
+#define UPTAL_LAUNCH(kernel, grid, block, shared_bytes, stream) kernel<<<grid, block, shared_bytes, stream>>>
+#define UPTAL_EXTERN_SHARED(type, name) extern __shared__ __align__(16) type name[]
+#endif
+
 namespace uptal {
 namespace {
 
@@ -33,7 +41,15 @@ constexpr int kTile = 32;                     // output tile edge of synth_kerne
 constexpr int kThreads = 256;                 // threads of a block (1-D) of either kernel
 constexpr int kWarps = kThreads / 32;
 constexpr int kSumPixels = 4 * kThreads;      // pixels per block of contrast_sums_kernel
+// Blocks of a launch: every kernel loops over frames with the grid's stride. The emulation launches few, so
+// that its blocks run several frames each and the barriers between a block's frames are tested too.
+#if defined(UPTAL_CUDA_EMULATION)
+constexpr int64_t kMaxGridY = 3;              // tile kernels: grid y
+constexpr int64_t kMaxFrameBlocks = 5;        // frame kernel
+#else
 constexpr int64_t kMaxGridY = 65535;
+constexpr int64_t kMaxFrameBlocks = INT_MAX;
+#endif
 constexpr size_t kDefaultSharedBytes = 48 * 1024;
 
 // What the per-pixel pipeline needs about one output frame (m, t); every thread of a block loads the same.
@@ -341,7 +357,7 @@ __device__ __forceinline__ void blur_tile_shared(const SynthArgs& a, const Frame
 template <bool kSharedBlur>
 __global__ void __launch_bounds__(kThreads, kSharedBlur ? 4 : 3)
     synth_kernel(SynthArgs a, const int64_t* sums, int radius, int tiles_x) {
-  extern __shared__ float smem[];
+  UPTAL_EXTERN_SHARED(float, smem);
   const int tid = (int)threadIdx.x;
   const int size = (int)a.size;
   const int x0 = (int)(blockIdx.x % (unsigned)tiles_x) * kTile;
@@ -353,13 +369,16 @@ __global__ void __launch_bounds__(kThreads, kSharedBlur ? 4 : 3)
   for (int64_t job = blockIdx.y; job < jobs; job += gridDim.y) {
     const int64_t m = job / a.frames_per_video, t = job % a.frames_per_video;
     const Frame f = load_frame(a, m, t, sums);
-    if (f.blur) {  // block-uniform
-      const float* taps = a.params + m * a.num_params + kBlur0;
+    const float* all_taps = a.params + m * a.num_params + kBlur0;
+    if (f.blur && blur_changes_values(all_taps, radius)) {  // block-uniform
+      // a blur of the non-zero taps' radius (see nonzero_radius): a narrower halo, fewer taps
+      const int blur_radius = nonzero_radius(all_taps, radius);
+      const float* taps = all_taps + radius - blur_radius;
       if constexpr (kSharedBlur) {
-        blur_tile_shared(a, f, m, t, taps, radius, x0, y0, nx, ny, smem);
+        blur_tile_shared(a, f, m, t, taps, blur_radius, x0, y0, nx, ny, smem);
       } else {
         for (PixelWalk p(nx, tid); p.r < ny; p.next()) {
-          store_pixel(a, f, m, t, y0 + p.r, x0 + p.c, blur_pixel_direct(f, taps, radius, y0 + p.r, x0 + p.c));
+          store_pixel(a, f, m, t, y0 + p.r, x0 + p.c, blur_pixel_direct(f, taps, blur_radius, y0 + p.r, x0 + p.c));
         }
       }
       continue;
@@ -459,9 +478,13 @@ __device__ __forceinline__ void synthesize_frame(const SynthArgs& a, int64_t m, 
     row_taps[i] = row_tap(f, i);
     column_taps[i] = column_tap(f, i);
   }
+  // The blur over the frame's non-zero taps only (blur_radius <= radius; see nonzero_radius): blur_taps holds
+  // taps[radius - blur_radius .. radius + blur_radius]. The layout keeps P = radius.
+  const float* taps = a.params + m * a.num_params + kBlur0;
+  f.blur = f.blur && blur_changes_values(taps, radius);
+  const int blur_radius = f.blur ? nonzero_radius(taps, radius) : 0;
   if (f.blur) {
-    const float* taps = a.params + m * a.num_params + kBlur0;
-    for (int i = tid; i <= 2 * radius; i += kFrameThreads) blur_taps[i] = taps[i];
+    for (int i = tid; i <= 2 * blur_radius; i += kFrameThreads) blur_taps[i] = taps[radius - blur_radius + i];
   }
   __syncthreads();
 
@@ -515,7 +538,7 @@ __device__ __forceinline__ void synthesize_frame(const SynthArgs& a, int64_t m, 
       __syncwarp();
     }
     if constexpr (kPadded) {
-      for (int j = lane; j < radius; j += 32) {
+      for (int j = lane; j < blur_radius; j += 32) {
         put(line - 1 - j, plane, get(line + 1 + j, plane));
         put(line + size + j, plane, get(line + size - 2 - j, plane));
       }
@@ -527,9 +550,9 @@ __device__ __forceinline__ void synthesize_frame(const SynthArgs& a, int64_t m, 
       const int c = lane + 32 * k;
       if (c < size) {
         if constexpr (kPadded) {
-          blurred[k] = tap_sum(line + c - radius, 1, plane, blur_taps, 2 * radius + 1);
+          blurred[k] = tap_sum(line + c - blur_radius, 1, plane, blur_taps, 2 * blur_radius + 1);
         } else {
-          blurred[k] = blur_at(line, 1, plane, c, size, blur_taps, radius);
+          blurred[k] = blur_at(line, 1, plane, c, size, blur_taps, blur_radius);
         }
       }
     }
@@ -544,7 +567,7 @@ __device__ __forceinline__ void synthesize_frame(const SynthArgs& a, int64_t m, 
 
   // Pass 3: the vertical pass, clamp and store.
   for (PixelWalk p(size, tid, kFrameThreads); p.r < size; p.next()) {
-    const Rgb v = blur_at(pixels + pad + p.c, stride, plane, p.r, size, blur_taps, radius);
+    const Rgb v = blur_at(pixels + pad + p.c, stride, plane, p.r, size, blur_taps, blur_radius);
     store_pixel(a, f, m, t, p.r, p.c, v);
   }
 }
@@ -552,7 +575,7 @@ __device__ __forceinline__ void synthesize_frame(const SynthArgs& a, int64_t m, 
 // Kernel 3. Grid x: output frames (strided), kFrameThreads threads, frame_shared_bytes of dynamic shared memory.
 template <bool kPadded>
 __global__ void __launch_bounds__(kFrameThreads, 1) synth_frame_kernel(SynthArgs a, int radius) {
-  extern __shared__ __align__(16) unsigned char frame_smem[];
+  UPTAL_EXTERN_SHARED(unsigned char, frame_smem);
   const int64_t jobs = a.num_outputs * a.frames_per_video;
   for (int64_t job = blockIdx.x; job < jobs; job += gridDim.x) {
     synthesize_frame<kPadded>(a, job / a.frames_per_video, job % a.frames_per_video, radius, frame_smem);
@@ -581,7 +604,7 @@ cudaError_t launch_tile_kernels(const SynthArgs& a, int64_t* workspace, int radi
   const int64_t tiles = tiles_x * tiles_x;
   if (sum_blocks > INT_MAX || tiles > INT_MAX) return cudaErrorInvalidConfiguration;
 
-  contrast_sums_kernel<<<dim3((unsigned)sum_blocks, grid_y), dim3(kThreads), 0, stream>>>(
+  UPTAL_LAUNCH(contrast_sums_kernel, dim3((unsigned)sum_blocks, grid_y), dim3(kThreads), 0, stream)(
       a, reinterpret_cast<unsigned long long*>(workspace));
   err = cudaGetLastError();
   if (err != cudaSuccess) return err;
@@ -600,9 +623,9 @@ cudaError_t launch_tile_kernels(const SynthArgs& a, int64_t* workspace, int radi
   }
   const dim3 grid((unsigned)tiles, grid_y), block(kThreads);
   if (shared_blur) {
-    synth_kernel<true><<<grid, block, shared_bytes, stream>>>(a, workspace, radius, (int)tiles_x);
+    UPTAL_LAUNCH(synth_kernel<true>, grid, block, shared_bytes, stream)(a, workspace, radius, (int)tiles_x);
   } else {
-    synth_kernel<false><<<grid, block, 0, stream>>>(a, workspace, radius, (int)tiles_x);
+    UPTAL_LAUNCH(synth_kernel<false>, grid, block, 0, stream)(a, workspace, radius, (int)tiles_x);
   }
   return cudaGetLastError();
 }
@@ -623,16 +646,16 @@ cudaError_t synthesize_cuda(const SynthArgs& a, int64_t* workspace, cudaStream_t
   if (a.size > kMaxFrameSize || frame_bytes > optin_bytes) {
     return launch_tile_kernels(a, workspace, radius, optin_bytes, stream);
   }
-  const unsigned grid = (unsigned)(jobs < INT_MAX ? jobs : INT_MAX);
+  const unsigned grid = (unsigned)(jobs < kMaxFrameBlocks ? jobs : kMaxFrameBlocks);
   // the device maximum, not frame_bytes: concurrent callers with other sizes never lower it under us
   if (padded) {
     err = cudaFuncSetAttribute(synth_frame_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin_bytes);
     if (err != cudaSuccess) return err;
-    synth_frame_kernel<true><<<grid, kFrameThreads, (size_t)frame_bytes, stream>>>(a, radius);
+    UPTAL_LAUNCH(synth_frame_kernel<true>, grid, kFrameThreads, (size_t)frame_bytes, stream)(a, radius);
   } else {
     err = cudaFuncSetAttribute(synth_frame_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin_bytes);
     if (err != cudaSuccess) return err;
-    synth_frame_kernel<false><<<grid, kFrameThreads, (size_t)frame_bytes, stream>>>(a, radius);
+    UPTAL_LAUNCH(synth_frame_kernel<false>, grid, kFrameThreads, (size_t)frame_bytes, stream)(a, radius);
   }
   return cudaGetLastError();
 }

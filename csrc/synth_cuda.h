@@ -1,7 +1,11 @@
 // The PAL synthesis op on CUDA: same arguments and bit-identical results as synthesize_cpu (synth.h).
 #pragma once
 
+#if defined(UPTAL_CUDA_EMULATION)
+#include "cuda_emulation.h"   // the kernels on a CPU, for the tests
+#else
 #include <cuda_runtime.h>
+#endif
 
 #include <cstdint>
 

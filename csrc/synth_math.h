@@ -229,6 +229,23 @@ UPTAL_HD int reflect(int i, int size) {
   return i;
 }
 
+// What of a blur's taps [2 radius + 1] the kernels run. A zero tap adds nothing: its product is +0 (or -0 for a
+// -0 tap; every value blurred is finite and >= +0), and adding a zero leaves a sum >= +0 unchanged, so the tap
+// sums over the non-zero taps alone are the reference's bit for bit. The planner zeroes the outer taps
+// (gaussian_taps in pal/plan.py: 7 of 11 at sigma 1, the centre alone at 0.2).
+// nonzero_radius: the least r with every non-zero tap within taps[radius - r .. radius + r].
+UPTAL_HD int nonzero_radius(const float* taps, int radius) {
+  int r = radius;
+  while (r > 0 && taps[radius - r] == 0.0f && taps[radius + r] == 0.0f) --r;
+  return r;
+}
+
+// Whether a blur changes any value: one whose only non-zero tap is a centre tap of 1 does not (1 * x = x in both
+// passes); the planner gives that to a small sigma, and the frame is then not blurred.
+UPTAL_HD bool blur_changes_values(const float* taps, int radius) {
+  return nonzero_radius(taps, radius) > 0 || taps[radius] != 1.0f;
+}
+
 // Round half to even, as torch.round; the value is already clamped to [0, 255].
 UPTAL_HD uint8_t to_uint8(float v) { return (uint8_t)rintf(v); }
 

@@ -76,8 +76,8 @@ CONFIGS = {
                                                  blur_p=1.0, dense=False),
     # CUDA with S > 128: several 32 x 32 tiles per frame (halos across tile edges, a partial edge tile); and a
     # blur radius (47) whose tile halo overflows the shared memory of an A100, H100 or H200, so the tile
-    # kernel's fallback without shared memory runs: (2R + 1)^2 pipeline evaluations per pixel, so the smallest
-    # such case (S = 129, 8 frames)
+    # kernel's fallback without shared memory runs: (2r + 1)^2 pipeline evaluations per pixel (r: the radius
+    # of the frame's non-zero taps, up to 47 for a hand-made plan), so the smallest such case (S = 129, 8 frames)
     "several tiles": PalConfig(clips=2, frames=2, size=150, max_region_clips=1, blur_kernel=11, jitter_p=1.0,
                                grayscale_p=0.3, blur_p=0.5),
     "huge blur": PalConfig(clips=1, frames=1, size=129, max_region_clips=1, blur_kernel=95, blur_p=1.0,
