@@ -9,9 +9,10 @@
 // its warp), then the next one runs; a barrier opens once every thread it waits for is there (or has exited,
 // as on the GPU). Shared memory thus needs no locks and every run is deterministic. Barriers that can never
 // open (a __syncthreads that some threads skip, lanes of one warp at different barriers) are reported as a
-// launch error, where a GPU would hang or be undefined. Launches check the block size and the dynamic shared
-// memory against the limits a GPU enforces (48 KiB unless cudaFuncSetAttribute raised it, up to the opt-in
-// maximum this module reports: set_optin_shared_bytes).
+// launch error, where a GPU would hang or be undefined, as is a write just outside the dynamic shared memory
+// (guard bands). Launches check the block size and the dynamic shared memory against the limits a GPU enforces
+// (48 KiB unless cudaFuncSetAttribute raised it, up to the opt-in maximum the emulated device reports:
+// optin_shared_bytes, which the module's synthesize takes).
 //
 // Not modelled: timing, concurrency between blocks, memory ordering beyond the barriers, and the device's
 // arithmetic: both sides are IEEE float32 without contraction (--fmad=false there, -ffp-contract=off here),
@@ -138,7 +139,7 @@ struct Block {
   void* scheduler = nullptr;                    // the scheduler's stack pointer while a fiber runs
   std::vector<void*> fibers;                    // each waiting fiber's stack pointer
   std::vector<Wait> waits;
-  std::vector<unsigned char> shared;            // dynamic shared memory
+  std::vector<unsigned char> shared;            // dynamic shared memory, in guard bands
   std::vector<uint64_t> exchange;               // [threads] the shuffles' values
   void (*body)(void*) = nullptr;
   void* body_state = nullptr;
@@ -213,6 +214,17 @@ inline bool run_block(Block& b, int threads) {
   }
 }
 
+// The dynamic shared memory sits between two guard bands of kGuardByte (a multiple of 16 bytes: the memory
+// keeps the allocation's 16-byte alignment).
+constexpr size_t kGuardBand = 256;
+constexpr unsigned char kGuardByte = 0xa5;
+inline bool guard_bands_intact(const std::vector<unsigned char>& shared, size_t shared_bytes) {
+  for (size_t i = 0; i < kGuardBand; ++i) {
+    if (shared[i] != kGuardByte || shared[kGuardBand + shared_bytes + i] != kGuardByte) return false;
+  }
+  return true;
+}
+
 // kernel<<<grid, block, shared_bytes>>>(args...): every block in turn, blockIdx.x fastest.
 template <class... Params>
 struct Launch {
@@ -246,17 +258,23 @@ struct Launch {
       std::apply(st.kernel, st.args);
     };
     b.body_state = &state;
-    b.shared.assign(shared_bytes, 0xff);  // NaN floats, -1 integers: reads before writes show
+    // NaN floats, -1 integers: reads before writes show; guard bands either side: writes outside show
+    b.shared.assign(kGuardBand + shared_bytes + kGuardBand, 0xff);
+    std::memset(b.shared.data(), kGuardByte, kGuardBand);
+    std::memset(b.shared.data() + kGuardBand + shared_bytes, kGuardByte, kGuardBand);
     Block* outer = running;
     running = &b;
     gridDim = grid, blockDim = block;
     for (unsigned y = 0; y < grid.y; ++y) {
       for (unsigned x = 0; x < grid.x; ++x) {
         blockIdx = uint3{x, y, 0};
-        if (!run_block(b, (int)threads)) {
+        const char* error = !run_block(b, (int)threads)           ? "barrier deadlock"
+                            : !guard_bands_intact(b.shared, shared_bytes) ? "write outside the dynamic shared memory"
+                                                                           : nullptr;
+        if (error != nullptr) {
           running = outer;
-          return fail(cudaErrorLaunchFailure, "barrier deadlock in block (" + std::to_string(x) + ", " +
-                                                  std::to_string(y) + ")");
+          return fail(cudaErrorLaunchFailure,
+                      std::string(error) + " in block (" + std::to_string(x) + ", " + std::to_string(y) + ")");
         }
       }
     }
@@ -264,7 +282,7 @@ struct Launch {
   }
 };
 
-inline void* dynamic_shared() { return running->shared.data(); }
+inline void* dynamic_shared() { return running->shared.data() + kGuardBand; }
 
 template <class T>
 T shuffle(T value, int from_lane) {

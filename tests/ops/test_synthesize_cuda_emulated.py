@@ -16,8 +16,11 @@ import zlib
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from test_synthesize import CONFIGS, DTYPES, make_batch
+from test_synthesize_fuzz import EXAMPLES, batches
 from uptal.ops.synthesize import _pointer_args, check_synthesis_inputs
 from uptal.ops.synthesize_ref import synthesize_ref
 from uptal.pal import gaussian_taps
@@ -82,3 +85,11 @@ def test_emulated_cuda_blur_over_non_zero_taps_only(optin_shared_bytes):
         plan.blur_weights[m] = rows[m % len(rows)]
     assert_emulated_matches_reference(videos, lengths, plan, optin_shared_bytes, out_dtypes=[torch.float32])
 
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches(), st.sampled_from(DTYPES), st.sampled_from([H100_SHARED, A100_SHARED, TILES_SHARED]))
+def test_emulated_cuda_kernels_match_reference_on_random_plans(batch, out_dtype, optin_shared_bytes):
+    """The random plans and shapes of test_synthesize_fuzz.py (sources of 1..12 pixels a side, outputs of 1..9,
+    every plan setting; UPTAL_FUZZ_EXAMPLES of them), each on one of the three kernel paths."""
+    videos, lengths, plan = batch
+    assert_emulated_matches_reference(videos, lengths, plan, optin_shared_bytes, out_dtypes=[out_dtype])
