@@ -21,6 +21,13 @@
 
 #include <sys/mman.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define UPTAL_EMULATION_ASAN 1
+#else
+#define UPTAL_EMULATION_ASAN 0
+#endif
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -33,7 +40,12 @@
 #include <vector>
 
 // --- the runtime API subset ------------------------------------------------------------------------------------
-enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorLaunchFailure = 4, cudaErrorInvalidConfiguration = 9 };
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorLaunchFailure = 4,
+  cudaErrorInvalidConfiguration = 9,
+};
 using cudaStream_t = void*;
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 enum cudaDeviceAttr { cudaDevAttrMaxSharedMemoryPerBlockOptin = 97 };
@@ -102,6 +114,26 @@ uptal_emulation_switch_fiber:
   .size uptal_emulation_switch_fiber, .-uptal_emulation_switch_fiber
 )");
 
+// The scheduler's stack, as a fiber learns it when it starts (for AddressSanitizer: switch_stack).
+inline const void* scheduler_stack_bottom = nullptr;
+inline size_t scheduler_stack_size = 0;
+
+// Continues on the stack pointer `to` of the stack [bottom, bottom + size), the running stack's pointer saved
+// in *from; `exiting`: the running fiber never resumes. In an AddressSanitizer build (UPTAL_SANITIZE) it tells
+// the sanitizer which stack runs, without which it would take the other stacks' memory for overflows.
+inline void switch_stack(void** from, void* to, const void* bottom, size_t size, bool exiting = false) {
+#if UPTAL_EMULATION_ASAN
+  void* fake_stack = nullptr;
+  __sanitizer_start_switch_fiber(exiting ? nullptr : &fake_stack, bottom, size);
+#else
+  (void)bottom, (void)size, (void)exiting;
+#endif
+  uptal_emulation_switch_fiber(from, to);
+#if UPTAL_EMULATION_ASAN
+  __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
+#endif
+}
+
 // Stacks for up to a block's threads, kept for every launch of the process.
 class FiberStacks {
  public:
@@ -113,8 +145,9 @@ class FiberStacks {
       mprotect(base, kGuardBytes, PROT_NONE);
       stacks_.push_back(static_cast<char*>(base));
     }
-    return stacks_[fiber] + kGuardBytes + kFiberStackBytes;
+    return bottom(fiber) + kFiberStackBytes;
   }
+  char* bottom(int fiber) const { return stacks_[fiber] + kGuardBytes; }
 
  private:
   std::vector<char*> stacks_;
@@ -151,15 +184,18 @@ inline void wait_at(Wait wait) {
   Block& b = *running;
   const int me = b.current;
   b.waits[me] = wait;
-  uptal_emulation_switch_fiber(&b.fibers[me], b.scheduler);
+  switch_stack(&b.fibers[me], b.scheduler, scheduler_stack_bottom, scheduler_stack_size);
 }
 
 inline void fiber_main() {
+#if UPTAL_EMULATION_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &scheduler_stack_bottom, &scheduler_stack_size);
+#endif
   Block& b = *running;
   b.body(b.body_state);
   b.waits[b.current] = Wait::kDone;
   void* finished;
-  uptal_emulation_switch_fiber(&finished, b.scheduler);   // never resumed
+  switch_stack(&finished, b.scheduler, scheduler_stack_bottom, scheduler_stack_size, /*exiting=*/true);
 }
 
 // Opens every barrier whose threads are all there; false if none could open.
@@ -205,7 +241,7 @@ inline bool run_block(Block& b, int threads) {
       if (b.waits[t] == Wait::kNone) {
         b.current = t;
         threadIdx = uint3{(unsigned)t, 0, 0};
-        uptal_emulation_switch_fiber(&b.scheduler, b.fibers[t]);
+        switch_stack(&b.scheduler, b.fibers[t], fiber_stacks.bottom(t), kFiberStackBytes);
       }
       done = done && b.waits[t] == Wait::kDone;
     }
@@ -333,7 +369,17 @@ inline cudaError_t cudaGetLastError() {
   uptal::emulation::last_error = cudaSuccess;
   return error;
 }
-inline const char* cudaGetErrorString(cudaError_t) { return uptal::emulation::last_error_message.c_str(); }
+// The last launch error's message (kept after cudaGetLastError), else the code's name.
+inline const char* cudaGetErrorString(cudaError_t error) {
+  if (!uptal::emulation::last_error_message.empty()) return uptal::emulation::last_error_message.c_str();
+  switch (error) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+  }
+  return "unknown error";
+}
 inline cudaError_t cudaGetDevice(int* device) {
   *device = 0;
   return cudaSuccess;

@@ -13,8 +13,10 @@ namespace py = pybind11;
 
 namespace {
 
-// optin_shared_bytes: the per-block shared memory the emulated device reports (cudaDevAttrMaxSharedMemoryPerBlockOptin):
-// 232448 as an H100, 166912 as an A100 (the frame kernel without padded rows), 49152 or less (the tile kernels).
+// optin_shared_bytes: the shared memory per block the emulated device reports
+// (cudaDevAttrMaxSharedMemoryPerBlockOptin), which picks the kernels as on a GPU with that much: 232448 as an
+// H100, 166912 as an A100 (at S = 112 the frame kernel without padded rows), less than a frame needs: the tile
+// kernels.
 void synthesize(uintptr_t videos, int64_t num_videos, int64_t max_frames, int64_t height, int64_t width,
                 uintptr_t sources, uintptr_t frames, uintptr_t params, int64_t num_outputs, int64_t frames_per_video,
                 int64_t num_params, uintptr_t norm, int64_t size, uintptr_t out, int out_dtype,
@@ -25,7 +27,8 @@ void synthesize(uintptr_t videos, int64_t num_videos, int64_t max_frames, int64_
   namespace emulation = uptal::emulation;
   emulation::optin_shared_bytes = optin_shared_bytes;
   emulation::max_dynamic_shared.clear();   // as a fresh process: no kernel has raised its limit yet
-  cudaGetLastError();
+  cudaGetLastError();   // no error or message left from an earlier call
+  emulation::last_error_message.clear();
   std::vector<int64_t> workspace(num_outputs * frames_per_video, -1);
   const cudaError_t err = uptal::synthesize_cuda(a, workspace.data(), nullptr);
   if (err != cudaSuccess) {
